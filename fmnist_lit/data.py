@@ -1,0 +1,294 @@
+"""Fashion-MNIST as a LightningDataModule.
+
+Sources, in order: raw IDX files already under `root/FashionMNIST/raw/`; the Debian/Ubuntu package
+`dataset-fashion-mnist` (`/usr/share/datasets/fashion-mnist/*.gz`, decompressed into `root`); torchvision's
+download. Every uncompressed file is checked (IDX header, size, md5) before a single batch is made.
+
+Fast path (default): each split is one uint8 tensor in memory, batches are index slices, and scaling,
+normalisation and augmentation happen per batch on the device (`on_after_batch_transfer`).
+`fast=false` keeps torchvision's per-image PIL/ToTensor path for comparison.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import hashlib
+import shutil
+import struct
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+from torchvision import transforms
+from torchvision.datasets import FashionMNIST
+
+from fmnist_lit.csv_data import read_csv
+
+CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+MEAN, STD = 0.2860, 0.3530  # of the 60k training pixels scaled to [0, 1]
+SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
+# md5 of the *uncompressed* official files (the Debian .gz files are recompressed, so their md5s differ).
+MD5 = {
+    "train-images-idx3-ubyte": "f4a8712d7a061bf5bd6d2ca38dc4d50a",
+    "train-labels-idx1-ubyte": "9018921c3c673c538a1fc5bad174d6f9",
+    "t10k-images-idx3-ubyte": "8181f5470baa50b63fa0f6fddb340f0a",
+    "t10k-labels-idx1-ubyte": "15d484375f8d13e6eb1aabb0c3f46965",
+}
+N_OFFICIAL = {"train": 60_000, "t10k": 10_000}
+
+
+class DatasetError(RuntimeError):
+    """The data on disk is missing, truncated or not the official Fashion-MNIST."""
+
+
+def _fixes(root: Path) -> str:
+    return (
+        f"Fix: install the system copy (`sudo apt-get install dataset-fashion-mnist`, then rerun), "
+        f"or allow torchvision's download (`data.download=true`, needs internet), "
+        f"or delete {root / 'FashionMNIST' / 'raw'} to fetch it again."
+    )
+
+
+def _check_idx(path: Path) -> int:
+    """Validate an IDX header against the file size; return the number of items."""
+    if not path.exists():
+        raise DatasetError(f"{path}: file is missing")
+    data = path.read_bytes()[:16]
+    images = "images" in path.name
+    magic, want_header = (2051, 16) if images else (2049, 8)
+    if len(data) < want_header or struct.unpack(">I", data[:4])[0] != magic:
+        raise DatasetError(f"{path}: not an IDX {'image' if images else 'label'} file (bad header)")
+    n = struct.unpack(">I", data[4:8])[0]
+    rows, cols = struct.unpack(">II", data[8:16]) if images else (1, 1)
+    want = want_header + n * rows * cols
+    size = path.stat().st_size
+    if size != want:
+        raise DatasetError(f"{path}: truncated or padded, {size} bytes where the header implies {want}")
+    if images and (rows, cols) != (28, 28):
+        raise DatasetError(f"{path}: images are {rows}x{cols}, expected 28x28")
+    return n
+
+
+def _md5(path: Path) -> str:
+    h = hashlib.md5()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def verify_raw(raw: Path, check_md5: bool = True) -> None:
+    """Raise DatasetError naming the first file that is missing, truncated or corrupted."""
+    counts = {}
+    for name, md5 in MD5.items():
+        path = raw / name
+        counts[name] = _check_idx(path)
+        if check_md5 and _md5(path) != md5:
+            raise DatasetError(f"{path}: md5 mismatch (corrupted or not the official Fashion-MNIST file)")
+    for split in ("train", "t10k"):
+        n_img, n_lab = counts[f"{split}-images-idx3-ubyte"], counts[f"{split}-labels-idx1-ubyte"]
+        if n_img != n_lab:
+            raise DatasetError(f"{raw}: {split} has {n_img} images but {n_lab} labels")
+        if check_md5 and n_img != N_OFFICIAL[split]:
+            raise DatasetError(f"{raw}: {split} has {n_img} items, the official set has {N_OFFICIAL[split]}")
+
+
+def prepare_raw(root: str | Path, download: bool = True, check_md5: bool = True) -> Path:
+    """Make `root/FashionMNIST/raw/` hold the four verified IDX files; return that folder."""
+    root = Path(root)
+    raw = root / "FashionMNIST" / "raw"
+    missing = [n for n in MD5 if not (raw / n).exists()]
+    if missing:
+        if all((SYSTEM_DIR / f"{n}.gz").exists() for n in MD5):
+            raw.mkdir(parents=True, exist_ok=True)
+            for n in MD5:
+                if not (raw / n).exists():
+                    tmp = raw / f"{n}.part"  # write then rename: an interrupted copy never looks complete
+                    with gzip.open(SYSTEM_DIR / f"{n}.gz", "rb") as src, tmp.open("wb") as dst:
+                        shutil.copyfileobj(src, dst)
+                    tmp.rename(raw / n)
+        elif download:
+            try:
+                FashionMNIST(str(root), train=True, download=True)
+                FashionMNIST(str(root), train=False, download=True)
+            except Exception as e:  # network errors come in many types; all mean the same to the user
+                raise DatasetError(f"Fashion-MNIST files missing under {raw} ({', '.join(missing)}) and the download "
+                               f"failed ({e}). "
+                                   + _fixes(root)) from e
+        else:
+            raise DatasetError(f"Fashion-MNIST files missing under {raw} ({', '.join(missing)}), no system copy in "
+                               f"{SYSTEM_DIR}, and data.download=false. " + _fixes(root))
+    try:
+        verify_raw(raw, check_md5)
+    except DatasetError as e:
+        raise DatasetError(f"{e}. " + _fixes(root)) from None
+    return raw
+
+
+def load_split(root: str | Path, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, 28, 28) uint8 images and (N,) int64 labels, parsed by torchvision."""
+    ds = FashionMNIST(str(root), train=train, download=False)
+    return ds.data, ds.targets.long()
+
+
+class TensorBatches:
+    """Batches as index slices of in-memory tensors; reshuffled on every `iter()` (one epoch).
+
+    With several processes (DDP) each rank takes a disjoint, strided share of the epoch's order.
+    """
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, shuffle: bool, seed: int = 0,
+                 drop_last: bool = False, rank: int = 0, world_size: int = 1):
+        self.x, self.y, self.batch_size = x, y, batch_size
+        self.shuffle, self.drop_last, self.rank, self.world_size = shuffle, drop_last, rank, world_size
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def _n_local(self) -> int:
+        return len(range(self.rank, len(self.x), self.world_size))
+
+    def __len__(self) -> int:
+        n = self._n_local()
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n = len(self.x)
+        order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
+        order = order[self.rank::self.world_size]
+        for i in range(len(self)):
+            idx = order[i * self.batch_size:(i + 1) * self.batch_size]
+            yield self.x[idx], self.y[idx]
+
+
+def normalize_uint8(x: torch.Tensor) -> torch.Tensor:
+    """(B, 28, 28) uint8 -> (B, 1, 28, 28) float, scaled to [0, 1] and standardised with the train stats."""
+    return (x.unsqueeze(1).float() / 255.0 - MEAN) / STD
+
+
+class _PILDataset(Dataset):
+    """torchvision's classic per-image path: uint8 -> PIL -> ToTensor -> Normalize (the slow baseline)."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor):
+        self.x, self.y = x, y
+        self.tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize((MEAN,), (STD,))])
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int):
+        return self.tf(transforms.functional.to_pil_image(self.x[i])), int(self.y[i])
+
+
+def augment(x: torch.Tensor, pad: int, flip: bool) -> torch.Tensor:
+    """Per-batch random translation (by up to `pad` px, zero fill) and horizontal flip; x: (B, 1, H, W)."""
+    b, _, h, w = x.shape
+    if pad > 0:
+        xp = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+        dx = torch.randint(0, 2 * pad + 1, (b,), device=x.device)
+        dy = torch.randint(0, 2 * pad + 1, (b,), device=x.device)
+        # gather each image's crop with one indexed read: rows (B, H, 1), cols (B, 1, W)
+        rows = (dy[:, None] + torch.arange(h, device=x.device))[:, :, None]
+        cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, :]
+        x = xp[torch.arange(b, device=x.device)[:, None, None], 0, rows, cols].unsqueeze(1)
+    if flip:
+        mask = torch.rand(b, device=x.device) < 0.5
+        x = torch.where(mask[:, None, None, None], x.flip(3), x)
+    return x
+
+
+class FashionMNISTDataModule(L.LightningDataModule):
+    def __init__(self, root: str = "data", batch_size: int = 256, val_size: int = 5000, split_seed: int = 0,
+                 fast: bool = True, download: bool = True, check_md5: bool = True, num_workers: int = 0,
+                 eval_batch_size: int = 1000, channels_last: bool = False, augment_pad: int = 0,
+                 augment_flip: bool = False, train_csv: str | None = None, test_csv: str | None = None):
+        super().__init__()
+        self.save_hyperparameters(logger=False)
+        self.train_x = self.train_y = self.val_x = self.val_y = self.test_x = self.test_y = None
+
+    def prepare_data(self) -> None:
+        if self.hparams.train_csv is None:
+            prepare_raw(self.hparams.root, self.hparams.download, self.hparams.check_md5)
+
+    def _load(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        hp = self.hparams
+        if hp.train_csv is not None:
+            if hp.test_csv is None:
+                raise DatasetError("data.train_csv is set but data.test_csv is not: give both CSV files")
+            return (*read_csv(hp.train_csv), *read_csv(hp.test_csv))
+        raw = prepare_raw(hp.root, hp.download, hp.check_md5)
+        return (*load_split(raw.parent.parent, True), *load_split(raw.parent.parent, False))
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_x is not None:
+            return
+        x, y, self.test_x, self.test_y = self._load()
+        n_val = self.hparams.val_size
+        if not 0 <= n_val < len(x):
+            raise DatasetError(f"data.val_size={n_val} must be in [0, {len(x) - 1}] (the training set has {len(x)})")
+        # The split depends only on split_seed, never on the run's seed or the machine: a CPU generator.
+        perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(self.hparams.split_seed))
+        self.val_idx, self.train_idx = perm[:n_val], perm[n_val:]
+        self.train_x, self.train_y = x[self.train_idx], y[self.train_idx]
+        self.val_x, self.val_y = x[self.val_idx], y[self.val_idx]
+
+    def _rank(self) -> tuple[int, int]:
+        t = self.trainer
+        return (t.global_rank, t.world_size) if t is not None else (0, 1)
+
+    def _loader(self, x: torch.Tensor, y: torch.Tensor, train: bool):
+        bs = self.hparams.batch_size if train else self.hparams.eval_batch_size
+        if not self.hparams.fast:
+            return DataLoader(_PILDataset(x, y), batch_size=bs, shuffle=train, num_workers=self.hparams.num_workers,
+                              persistent_workers=self.hparams.num_workers > 0)
+        rank, world = self._rank()
+        # Training order follows `seed` (seed_everything sets torch's initial seed); every DDP rank draws the
+        # same permutation and takes a disjoint strided share of it.
+        seed = torch.initial_seed() % 2**31 if train else 0
+        return TensorBatches(x, y, bs, shuffle=train, seed=seed, rank=rank, world_size=world)
+
+    def train_dataloader(self):
+        return self._loader(self.train_x, self.train_y, train=True)
+
+    def val_dataloader(self):
+        if len(self.val_x) == 0:
+            return []
+        return self._loader(self.val_x, self.val_y, train=False)
+
+    def test_dataloader(self):
+        return self._loader(self.test_x, self.test_y, train=False)
+
+    def predict_dataloader(self):
+        return self.test_dataloader()
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        """uint8 (B, 28, 28) on the device -> normalised float (B, 1, 28, 28), augmented when training."""
+        x, y = batch
+        if x.dtype == torch.uint8:
+            x = normalize_uint8(x)
+        training = self.trainer is not None and self.trainer.training
+        if training and (self.hparams.augment_pad or self.hparams.augment_flip):
+            x = augment(x, self.hparams.augment_pad, self.hparams.augment_flip)
+        if self.hparams.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, y
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="Make Fashion-MNIST available under ROOT and verify it.")
+    p.add_argument("--root", default="data")
+    p.add_argument("--no-download", action="store_true", help="fail instead of trying torchvision's download")
+    a = p.parse_args(argv)
+    try:
+        raw = prepare_raw(a.root, download=not a.no_download)
+    except DatasetError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"Fashion-MNIST ready and verified (md5) in {raw}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,86 @@
+"""The networks: plain `nn.Module`s, chosen by Hydra (`conf/model/*.yaml`, `_target_` is the registry).
+
+Every net maps normalised images (B, 1, 28, 28) to logits (B, 10).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+
+class MLP(nn.Module):
+    """Seed 001's fully-connected baseline: flatten, hidden ReLU layers with dropout."""
+
+    def __init__(self, hidden: Sequence[int] = (512, 256), dropout: float = 0.2, num_classes: int = 10):
+        super().__init__()
+        layers: list[nn.Module] = [nn.Flatten()]  # (B, 1, 28, 28) -> (B, 784)
+        d = 28 * 28
+        for h in hidden:
+            layers += [nn.Linear(d, h), nn.ReLU(inplace=True), nn.Dropout(dropout)]
+            d = h
+        layers.append(nn.Linear(d, num_classes))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class SimpleCNN(nn.Module):
+    """Seed 003: conv 32/64/128 (3x3, ReLU), each followed by 2x2 max-pool, dense 128, 10 outputs.
+
+    'same' padding: (B, 1, 28, 28) -> (B, 32, 14, 14) -> (B, 64, 7, 7) -> (B, 128, 3, 3) -> 1152 features.
+    """
+
+    def __init__(self, widths: Sequence[int] = (32, 64, 128), hidden: int = 128, dropout: float = 0.0,
+                 num_classes: int = 10):
+        super().__init__()
+        blocks: list[nn.Module] = []
+        c, size = 1, 28
+        for w in widths:
+            blocks += [nn.Conv2d(c, w, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2)]
+            c, size = w, size // 2
+        self.features = nn.Sequential(*blocks)
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(c * size * size, hidden), nn.ReLU(inplace=True),
+                                  nn.Dropout(dropout), nn.Linear(hidden, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+def conv_bn(c_in: int, c_out: int) -> nn.Sequential:
+    # bias=False: BatchNorm's shift makes a conv bias redundant
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
+
+
+class BNGapCNN(nn.Module):
+    """Seed 004: conv 64/128/256 with BatchNorm + ReLU, max-pool between blocks, global average pooling,
+    dense + dropout.
+
+    (B, 1, 28, 28) -> (B, 64, 28, 28) -pool-> (B, 128, 14, 14) -pool-> (B, 256, 7, 7) -GAP-> (B, 256) -> (B, 10).
+    `convs_per_block` > 1 deepens each stage (more MACs, more accuracy).
+    """
+
+    def __init__(self, widths: Sequence[int] = (64, 128, 256), hidden: int = 128, dropout: float = 0.3,
+                 convs_per_block: int = 1, num_classes: int = 10):
+        super().__init__()
+        layers: list[nn.Module] = []
+        c = 1
+        for i, w in enumerate(widths):
+            if i > 0:
+                layers.append(nn.MaxPool2d(2))
+            for _ in range(convs_per_block):
+                layers.append(conv_bn(c, w))
+                c = w
+        self.features = nn.Sequential(*layers)
+        head: list[nn.Module] = [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+        if hidden:
+            head += [nn.Linear(c, hidden), nn.ReLU(inplace=True)]
+            c = hidden
+        head += [nn.Dropout(dropout), nn.Linear(c, num_classes)]
+        self.head = nn.Sequential(*head)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))

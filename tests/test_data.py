@@ -1,0 +1,177 @@
+import gzip
+import shutil
+
+import pytest
+import torch
+
+from fmnist_lit import data as D
+from fmnist_lit.csv_data import CSVFormatError, read_csv, write_csv
+from tests.conftest import make_images, write_idx
+
+
+def copy_root(src, dst):
+    shutil.copytree(src, dst)
+    return dst / "FashionMNIST" / "raw"
+
+
+def test_verify_ok_without_md5(tiny_root):
+    D.verify_raw(tiny_root / "FashionMNIST" / "raw", check_md5=False)
+
+
+def test_synthetic_files_fail_md5(tiny_root):
+    with pytest.raises(D.DatasetError, match="md5 mismatch"):
+        D.verify_raw(tiny_root / "FashionMNIST" / "raw", check_md5=True)
+
+
+def test_truncated_file_named(tiny_root, tmp_path):
+    raw = copy_root(tiny_root, tmp_path / "r")
+    f = raw / "train-images-idx3-ubyte"
+    f.write_bytes(f.read_bytes()[:-100])
+    with pytest.raises(D.DatasetError, match="train-images-idx3-ubyte: truncated"):
+        D.verify_raw(raw, check_md5=False)
+
+
+def test_bad_header_named(tiny_root, tmp_path):
+    raw = copy_root(tiny_root, tmp_path / "r")
+    (raw / "t10k-labels-idx1-ubyte").write_bytes(b"garbage!" * 4)
+    with pytest.raises(D.DatasetError, match="t10k-labels-idx1-ubyte: not an IDX label file"):
+        D.verify_raw(raw, check_md5=False)
+
+
+def test_missing_file_gives_both_fixes(tmp_path, monkeypatch):
+    monkeypatch.setattr(D, "SYSTEM_DIR", tmp_path / "nowhere")
+    with pytest.raises(D.DatasetError) as e:
+        D.prepare_raw(tmp_path / "empty", download=False)
+    assert "apt-get install dataset-fashion-mnist" in str(e.value) and "data.download=true" in str(e.value)
+
+
+def test_partial_data_rejected(tiny_root, tmp_path, monkeypatch):
+    """Three of four files present and no other source: an error, never training on partial data."""
+    monkeypatch.setattr(D, "SYSTEM_DIR", tmp_path / "nowhere")
+    raw = copy_root(tiny_root, tmp_path / "r")
+    (raw / "t10k-images-idx3-ubyte").unlink()
+    with pytest.raises(D.DatasetError, match=r"missing under .*\(t10k-images-idx3-ubyte\)"):
+        D.prepare_raw(tmp_path / "r", download=False, check_md5=False)
+
+
+def test_system_copy_is_decompressed(tiny_root, tmp_path, monkeypatch):
+    sysdir = tmp_path / "sys"
+    sysdir.mkdir()
+    for name in D.MD5:
+        with (tiny_root / "FashionMNIST" / "raw" / name).open("rb") as src, gzip.open(sysdir / f"{name}.gz", "wb") as dst:
+            shutil.copyfileobj(src, dst)
+    monkeypatch.setattr(D, "SYSTEM_DIR", sysdir)
+    raw = D.prepare_raw(tmp_path / "root", download=False, check_md5=False)
+    for name in D.MD5:
+        assert (raw / name).read_bytes() == (tiny_root / "FashionMNIST" / "raw" / name).read_bytes()
+
+
+def test_split_identical_and_disjoint(tiny_root):
+    def build():
+        dm = D.FashionMNISTDataModule(root=str(tiny_root), val_size=100, check_md5=False, download=False)
+        dm.setup()
+        return dm
+    a, b = build(), build()
+    assert torch.equal(a.val_idx, b.val_idx) and torch.equal(a.train_idx, b.train_idx)
+    assert len(set(a.val_idx.tolist()) & set(a.train_idx.tolist())) == 0
+    assert len(a.val_idx) + len(a.train_idx) == 600
+    assert len(a.test_x) == 200  # the test set is separate and whole
+
+
+def test_split_seed_changes_split(tiny_root):
+    dms = [D.FashionMNISTDataModule(root=str(tiny_root), val_size=100, split_seed=s, check_md5=False) for s in (0, 1)]
+    for dm in dms:
+        dm.setup()
+    assert not torch.equal(dms[0].val_idx, dms[1].val_idx)
+
+
+@pytest.mark.parametrize("val_size", [-1, 600, 10_000])
+def test_bad_val_size(tiny_root, val_size):
+    dm = D.FashionMNISTDataModule(root=str(tiny_root), val_size=val_size, check_md5=False)
+    with pytest.raises(D.DatasetError, match="val_size"):
+        dm.setup()
+
+
+def test_tensor_batches_cover_epoch_once():
+    x, y = torch.arange(103).view(-1, 1), torch.arange(103)
+    tb = D.TensorBatches(x, y, batch_size=10, shuffle=True, seed=0)
+    assert len(tb) == 11
+    seen = torch.cat([b[1] for b in tb])
+    assert sorted(seen.tolist()) == list(range(103))
+    assert not torch.equal(seen, torch.cat([b[1] for b in tb]))  # reshuffled each epoch
+
+
+def test_tensor_batches_ranks_are_disjoint():
+    x, y = torch.arange(50).view(-1, 1), torch.arange(50)
+    shares = [torch.cat([b[1] for b in D.TensorBatches(x, y, 7, shuffle=False, rank=r, world_size=2)]) for r in (0, 1)]
+    assert sorted(torch.cat(shares).tolist()) == list(range(50))
+
+
+def test_normalize_and_augment_shapes():
+    x = torch.randint(0, 256, (8, 28, 28), dtype=torch.uint8)
+    z = D.normalize_uint8(x)
+    assert z.shape == (8, 1, 28, 28) and z.dtype == torch.float32
+    assert torch.allclose(z[0, 0], (x[0].float() / 255 - D.MEAN) / D.STD)
+    a = D.augment(z, pad=2, flip=True)
+    assert a.shape == z.shape
+    assert torch.equal(D.augment(z, pad=0, flip=False), z)
+
+
+def test_augment_translation_is_a_shift():
+    x = torch.zeros(1, 1, 28, 28)
+    x[0, 0, 10, 10] = 1
+    torch.manual_seed(0)
+    out = D.augment(x, pad=2, flip=False)
+    r, c = (out[0, 0] == 1).nonzero()[0].tolist()
+    assert abs(r - 10) <= 2 and abs(c - 10) <= 2 and out.sum() == 1
+
+
+def test_pil_path_matches_fast_path(tiny_root):
+    dm = D.FashionMNISTDataModule(root=str(tiny_root), val_size=100, check_md5=False)
+    dm.setup()
+    img, _ = D._PILDataset(dm.test_x, dm.test_y)[3]
+    assert torch.allclose(img, D.normalize_uint8(dm.test_x[3:4])[0], atol=1e-6)
+
+
+# --- CSV (seed 003's format) ---
+
+def test_csv_roundtrip(tmp_path):
+    x, y = make_images(20, 3)
+    write_csv(tmp_path / "a.csv", x, y)
+    x2, y2 = read_csv(tmp_path / "a.csv")
+    assert torch.equal(x, x2) and torch.equal(y, y2)
+
+
+@pytest.mark.parametrize("bad_row, message", [
+    ("3," + ",".join(["0"] * 783), "expected 785 columns"),
+    ("3," + ",".join(["0"] * 783) + ",abc", "not an integer"),
+    ("3," + ",".join(["0"] * 783) + ",256", "pixel784 = 256 is outside 0..255"),
+    ("10," + ",".join(["0"] * 784), "label 10 is outside 0..9"),
+    ("-1," + ",".join(["0"] * 784), "label -1 is outside 0..9"),
+])
+def test_csv_errors_name_file_and_line(tmp_path, bad_row, message):
+    x, y = make_images(5, 4)
+    path = tmp_path / "bad.csv"
+    write_csv(path, x, y)
+    lines = path.read_text().splitlines()
+    lines.insert(4, bad_row)  # becomes line 5
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(CSVFormatError, match=rf"bad.csv:5: .*{message}"):
+        read_csv(path)
+
+
+def test_csv_missing_header(tmp_path):
+    path = tmp_path / "nohdr.csv"
+    path.write_text("1," + ",".join(["0"] * 784) + "\n")
+    with pytest.raises(CSVFormatError, match="nohdr.csv:1: expected a header"):
+        read_csv(path)
+
+
+def test_csv_datamodule(tmp_path):
+    write_csv(tmp_path / "train.csv", *make_images(300, 5))
+    write_csv(tmp_path / "test.csv", *make_images(50, 6))
+    dm = D.FashionMNISTDataModule(train_csv=str(tmp_path / "train.csv"), test_csv=str(tmp_path / "test.csv"),
+                                  val_size=30)
+    dm.prepare_data()
+    dm.setup()
+    assert len(dm.train_x) == 270 and len(dm.val_x) == 30 and len(dm.test_x) == 50

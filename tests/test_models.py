@@ -1,0 +1,44 @@
+"""Every registered model (every conf/model/*.yaml): shape, finiteness, gradients everywhere."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from fmnist_lit.train import CONF_DIR
+
+MODELS = sorted(p.stem for p in (Path(CONF_DIR) / "model").glob("*.yaml"))
+
+
+def build_net(name: str) -> torch.nn.Module:
+    return instantiate(OmegaConf.load(Path(CONF_DIR) / "model" / f"{name}.yaml").net)
+
+
+def test_registry_has_the_seed_models():
+    assert {"mlp", "simple_cnn", "bn_gap"} <= set(MODELS)
+
+
+@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_forward_backward(name, channels_last):
+    torch.manual_seed(0)
+    net = build_net(name).train()
+    x = torch.randn(4, 1, 28, 28)
+    if channels_last:
+        net, x = net.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+    out = net(x)
+    assert out.shape == (4, 10)
+    assert torch.isfinite(out).all()
+    torch.nn.functional.cross_entropy(out, torch.arange(4)).backward()
+    for pname, p in net.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), pname
+        assert p.grad.abs().sum() > 0, f"{pname} gets no gradient"
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_eval_is_deterministic(name):
+    net = build_net(name).eval()
+    x = torch.randn(3, 1, 28, 28)
+    assert torch.equal(net(x), net(x))
