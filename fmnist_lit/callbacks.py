@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import warnings
 from typing import Any
 
 import lightning as L
@@ -59,7 +60,9 @@ class ReportCallback(L.Callback):
             return
         try:  # trace a copy in eval mode: the real net's BN statistics and the RNG are left alone
             net = copy.deepcopy(getattr(pl_module.net, "_orig_mod", pl_module.net)).float().cpu().eval()
-            tb.experiment.add_graph(net, torch.zeros(1, 1, 28, 28))
+            with warnings.catch_warnings():  # torch.jit.trace's deprecation notice, once per run
+                warnings.simplefilter("ignore", FutureWarning)
+                tb.experiment.add_graph(net, torch.zeros(1, 1, 28, 28))
         except Exception as e:  # tracing is best effort (some layers do not trace); never fail a run for it
             log.warning("model graph not logged to TensorBoard: %s", str(e).splitlines()[0] if str(e) else e)
 

@@ -29,7 +29,7 @@ from torchmetrics.functional.classification import (
 
 from fmnist_lit import plots
 from fmnist_lit.data import CLASSES
-from fmnist_lit.utils import write_json
+from fmnist_lit.utils import to_jsonable, write_json
 
 log = logging.getLogger(__name__)
 TEST_EACH_EPOCH_LOSS = "test_each_epoch/loss"  # logged by callbacks.ReportCallback; never monitored
@@ -122,7 +122,7 @@ def read_history(csv_path: Path) -> dict[str, dict[int, float]]:
 
 # ---- the report ------------------------------------------------------------------------------------------
 
-def write_report(run_dir: str | Path, model: Any, datamodule: Any, cfg: DictConfig, metrics: dict[str, Any],
+def write_report(run_dir: str | Path, model: Any, datamodule: Any, metrics: dict[str, Any],
                  history_dir: str | Path | None = None) -> Path:
     """Write `<run_dir>/report/`. `history_dir`: the folder whose csv/metrics.csv holds the training curves
     (eval.py points it at the original run); default `run_dir`."""
@@ -154,7 +154,7 @@ def write_report(run_dir: str | Path, model: Any, datamodule: Any, cfg: DictConf
     precision, recall, _ = multiclass_precision_recall_curve(probs, target, len(CLASSES))
     ap = multiclass_average_precision(probs, target, len(CLASSES), average=None)
     plots.save(plots.pr_curves_figure(list(zip(precision, recall)), ap, CLASSES), out / "pr_curves.png")
-    _image_figures(out, datamodule, images, probs, target, seed=int(cfg.get("seed") or 0))
+    _image_figures(out, datamodule, images, probs, target, seed=int(metrics.get("seed") or 0))
 
     net = getattr(model, "net", model)
     rows = layer_table(net)
@@ -197,6 +197,7 @@ def _image_figures(out: Path, dm: Any, images: torch.Tensor, probs: torch.Tensor
 
 def report_page(m: dict[str, Any], rep: dict[str, Any], figs: dict[str, str], mean_ap: float) -> str:
     """report.md: headline numbers, the command, every figure and table (relative links: renders anywhere)."""
+    m = to_jsonable(m)  # tensors -> numbers
     def fmt(v: Any) -> str:
         return f"{v:.4f}" if isinstance(v, float) else ("–" if v is None else str(v))
 
@@ -207,7 +208,8 @@ def report_page(m: dict[str, Any], rep: dict[str, Any], figs: dict[str, str], me
             ("seed", m.get("seed")), ("precision", m.get("precision")), ("device", m.get("device")),
             ("wall time (s)", m.get("wall_seconds")), ("checkpoint tested", m.get("best_checkpoint"))]
     lines = [f"# Run report: {m.get('model', 'model')}, test accuracy {100 * float(m['test_acc']):.2f}%", "",
-             "Official 10k test set, checkpoint chosen on validation accuracy.", "",
+             f"Official test set ({rep['macro avg']['support']} images); the checkpoint was chosen on validation "
+             "accuracy.", "",
              "```bash", str(m.get("command", "")), "```", ""]
     if m.get("train_command"):
         lines += ["The checkpoint was trained by:", "", "```bash", m["train_command"], "```", ""]
@@ -215,7 +217,8 @@ def report_page(m: dict[str, Any], rep: dict[str, Any], figs: dict[str, str], me
     lines += ["## Confusion matrix", "", "![confusion matrix](confusion_matrix.png)", "",
               "As numbers: [confusion_matrix.csv](confusion_matrix.csv) (rows: true class).", "",
               "## Classification report", "", report_markdown(rep),
-              "Also as [classification_report.json](classification_report.json).", ""]
+              "Also as [classification_report.md](classification_report.md) and "
+              "[classification_report.json](classification_report.json).", ""]
     lines += ["## Training curves", ""] + ([f"![training curves]({figs['curves']})", ""] if "curves" in figs else
                                            ["Not available: the run has no csv/metrics.csv (CSV logger off).", ""])
     lines += ["## Validation and test loss per epoch", ""] + (
@@ -231,10 +234,11 @@ def report_page(m: dict[str, Any], rep: dict[str, Any], figs: dict[str, str], me
     return "\n".join(lines)
 
 
-def maybe_write_report(cfg: DictConfig, run_dir: Path, model: Any, datamodule: Any, metrics: dict[str, Any]) -> None:
-    """train.py's hook: the report unless `report.enabled=false`."""
+def maybe_write_report(cfg: DictConfig, run_dir: Path, model: Any, datamodule: Any, metrics: dict[str, Any],
+                       history_dir: Path | None = None) -> None:
+    """train.py's and eval.py's hook: the report unless `report.enabled=false`."""
     if (cfg.get("report") or {}).get("enabled", True):
-        write_report(run_dir, model, datamodule, cfg, metrics)
+        write_report(run_dir, model, datamodule, metrics, history_dir)
 
 
 def load_metrics(run_dir: Path) -> dict[str, Any]:
