@@ -119,7 +119,8 @@ def image_grid(images: torch.Tensor, titles: Sequence[str], title: str, colors: 
     for i in range(n):
         r, c = divmod(i, ncols)
         ax.text(c * w + 16, r * h + head - 1.5, titles[i], ha="center", va="bottom", fontsize=font,
-                color=colors[i] if colors else "black", linespacing=1.1)
+                color=colors[i] if colors else "black", linespacing=1.1,
+                fontweight="bold" if colors and colors[i] == WRONG else "normal")
     if n == 0:
         ax.text(ncols * w / 2, h / 2, "(none)", fontsize=14, ha="center", va="center")
     fig.suptitle(title, fontsize=13, y=1 - 0.12 / fig.get_figheight())

@@ -199,7 +199,9 @@ def report_page(m: dict[str, Any], rep: dict[str, Any], figs: dict[str, str], me
     """report.md: headline numbers, the command, every figure and table (relative links: renders anywhere)."""
     m = to_jsonable(m)  # tensors -> numbers
     def fmt(v: Any) -> str:
-        return f"{v:.4f}" if isinstance(v, float) else ("–" if v is None else str(v))
+        if isinstance(v, float):
+            return f"{v:.4f}"
+        return f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) and v >= 10_000 else str(v)
 
     head = [("test accuracy", m.get("test_acc")), ("test loss", m.get("test_loss")),
             ("macro F1", rep["macro avg"]["f1"]), ("mean average precision", mean_ap),
