@@ -63,7 +63,8 @@ class ReportCallback(L.Callback):
             with warnings.catch_warnings():  # torch.jit.trace's deprecation notice, once per run
                 warnings.simplefilter("ignore", FutureWarning)
                 tb.experiment.add_graph(net, torch.zeros(1, 1, 28, 28))
-        except Exception as e:  # tracing is best effort (some layers do not trace); never fail a run for it
+        # tracing is best effort (some layers do not trace): never fail a run for it
+        except Exception as e:  # noqa: BLE001
             log.warning("model graph not logged to TensorBoard: %s", str(e).splitlines()[0] if str(e) else e)
 
     @torch.no_grad()

@@ -33,7 +33,8 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
         raise UserError(f"ckpt_path={path}: no such file")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated, not a torch file, or pickles that weights_only refuses
+    # any failure to read means 'not a checkpoint': truncated, not a torch file, pickles weights_only refuses
+    except Exception as e:  # noqa: BLE001
         reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
         raise UserError(f"ckpt_path={path}: not a readable PyTorch checkpoint ({reason})") from None
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):

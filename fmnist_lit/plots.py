@@ -10,11 +10,11 @@ from collections.abc import Sequence
 import matplotlib
 
 matplotlib.use("Agg")  # no display on servers / CI; must precede pyplot
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.patches import FancyBboxPatch  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+import matplotlib.pyplot as plt
+import torch
+from matplotlib.figure import Figure
+from matplotlib.patches import FancyBboxPatch
+from matplotlib.ticker import MaxNLocator
 
 WRONG, RIGHT = "#c0392b", "#1e6b34"  # red / dark green titles on image grids
 

@@ -210,8 +210,8 @@ def report_page(m: dict[str, Any], rep: dict[str, Any], figs: dict[str, str], me
             ("seed", m.get("seed")), ("precision", m.get("precision")), ("device", m.get("device")),
             ("wall time (s)", m.get("wall_seconds")), ("checkpoint tested", m.get("best_checkpoint"))]
     lines = [f"# Run report: {m.get('model', 'model')}, test accuracy {100 * float(m['test_acc']):.2f}%", "",
-             f"Official test set ({rep['macro avg']['support']} images); the checkpoint was chosen on validation "
-             "accuracy.", "",
+             (f"Official test set ({rep['macro avg']['support']} images); the checkpoint was chosen on "
+              "validation accuracy."), "",
              "```bash", str(m.get("command", "")), "```", ""]
     if m.get("train_command"):
         lines += ["The checkpoint was trained by:", "", "```bash", m["train_command"], "```", ""]
@@ -219,8 +219,8 @@ def report_page(m: dict[str, Any], rep: dict[str, Any], figs: dict[str, str], me
     lines += ["## Confusion matrix", "", "![confusion matrix](confusion_matrix.png)", "",
               "As numbers: [confusion_matrix.csv](confusion_matrix.csv) (rows: true class).", "",
               "## Classification report", "", report_markdown(rep),
-              "Also as [classification_report.md](classification_report.md) and "
-              "[classification_report.json](classification_report.json).", ""]
+              ("Also as [classification_report.md](classification_report.md) and "
+               "[classification_report.json](classification_report.json)."), ""]
     lines += ["## Training curves", ""] + ([f"![training curves]({figs['curves']})", ""] if "curves" in figs else
                                            ["Not available: the run has no csv/metrics.csv (CSV logger off).", ""])
     lines += ["## Validation and test loss per epoch", ""] + (

@@ -11,7 +11,6 @@ from pathlib import Path
 import matplotlib.image as mpimg
 import pytest
 import torch
-
 from omegaconf import OmegaConf
 
 from fmnist_lit.evaluate import evaluate
@@ -107,7 +106,7 @@ def test_classification_report_matches_hand_computation():
 def eval_cli(tmp_path: Path, root: Path, *args: str) -> subprocess.CompletedProcess:
     cmd = [sys.executable, str(ROOT / "eval.py"), f"data_root={root}", "threads=1", *args]
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    return subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+    return subprocess.run(cmd, check=False, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
 
 
 def test_eval_reproduces_test_accuracy(runs, tmp_path, tiny_root):
