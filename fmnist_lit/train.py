@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from fmnist_lit.csv_data import CSVFormatError
 from fmnist_lit.data import CLASSES, DatasetError
+from fmnist_lit.report import maybe_write_report
 from fmnist_lit.utils import UserError, device_description, resolve_precision, validate_config, write_json
 
 log = logging.getLogger(__name__)
@@ -103,6 +104,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     }
     if trainer.is_global_zero:
         write_json(out / "metrics.json", metrics)
+        maybe_write_report(cfg, out, model, datamodule, metrics)  # report/: figures, tables, report.md
         log.info("test/acc=%.4f test/loss=%.4f -> %s", metrics["test_acc"], metrics["test_loss"], out)
     return metrics
 

@@ -1,0 +1,153 @@
+"""The evaluation report (issue 3): report/ after a run, TensorBoard content, eval.py, test-each-epoch isolation."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import matplotlib.image as mpimg
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from fmnist_lit.evaluate import evaluate
+from fmnist_lit.report import classification_report, report_markdown
+from fmnist_lit.train import run
+from fmnist_lit.utils import UserError
+from tests.conftest import ROOT, compose_cfg
+
+REPORT_FILES = ["confusion_matrix.png", "confusion_matrix.csv", "classification_report.md",
+                "classification_report.json", "curves.png", "pr_curves.png", "samples.png", "predictions.png",
+                "misclassified.png", "model_summary.txt", "architecture.png", "report.md"]
+RUN = ["model=simple_cnn", "trainer.max_epochs=2", "seed=0", "scheduler=null"]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, tiny_root) -> dict[bool, tuple[Path, dict]]:
+    """The same seeded tiny run twice: report.test_each_epoch false and true."""
+    out = {}
+    for flag in (False, True):
+        d = tmp_path_factory.mktemp(f"tee_{flag}")
+        out[flag] = d, run(compose_cfg(d, tiny_root, [*RUN, f"report.test_each_epoch={str(flag).lower()}"]))
+    return out
+
+
+def _check_report(rep: Path) -> None:
+    for name in REPORT_FILES:
+        assert (rep / name).is_file(), name
+        if name.endswith(".png"):
+            img = mpimg.imread(rep / name)
+            assert img.ndim == 3 and 200 <= img.shape[0] <= 4000 and 300 <= img.shape[1] <= 4000, (name, img.shape)
+    data = json.loads((rep / "classification_report.json").read_text())
+    assert set(data) == {"classes", "accuracy", "macro avg", "weighted avg"} and len(data["classes"]) == 10
+    page = (rep / "report.md").read_text()
+    for name in REPORT_FILES:
+        if name != "report.md":
+            assert f"({name})" in page, f"report.md does not link {name}"
+
+
+def test_report_files_after_tiny_run(runs):
+    run_dir, m = runs[False]
+    _check_report(run_dir / "report")
+    assert not (run_dir / "report" / "val_test_loss.png").exists()  # opt-in only
+    assert m["command"] in (run_dir / "report" / "report.md").read_text()
+    rows = (run_dir / "report" / "confusion_matrix.csv").read_text().splitlines()
+    assert len(rows) == 11 and rows[0].endswith("Ankle boot")
+    assert sum(int(v) for r in rows[1:] for v in r.split(",")[1:]) == 200  # every test image once
+
+
+def test_tensorboard_has_report_content(runs):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(runs[False][0] / "tensorboard"), size_guidance={"images": 0, "tensors": 0})
+    acc.Reload()
+    images = acc.Tags()["images"]
+    assert "val/confusion_matrix" in images and "test/predictions" in images
+    assert len(acc.Images("val/confusion_matrix")) == 2  # one per validation epoch
+    assert any(t.startswith("test_pr/") for t in acc.Tags()["tensors"])  # PR curves
+    assert "_hparams_/session_start_info" in acc.summary_metadata  # HParams tab
+    assert acc.Tags()["graph"]
+
+
+def test_test_each_epoch_never_changes_selection(runs):
+    (d0, m0), (d1, m1) = runs[False], runs[True]
+    assert Path(m0["best_checkpoint"]).name == Path(m1["best_checkpoint"]).name
+    assert (m0["best_epoch"], m0["test_acc"], m0["test_loss"]) == (m1["best_epoch"], m1["test_acc"], m1["test_loss"])
+    w0 = torch.load(d0 / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    w1 = torch.load(d1 / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    assert all(torch.equal(w0[k], w1[k]) for k in w0)  # training itself is untouched
+    header = (d1 / "csv" / "metrics.csv").read_text().splitlines()[0]
+    assert "test_each_epoch/loss" in header and "test_each_epoch/loss" not in (d0 / "csv" / "metrics.csv").read_text()
+    assert (d1 / "report" / "val_test_loss.png").is_file()
+
+
+def test_classification_report_matches_hand_computation():
+    # confusion matrix (rows true, columns predicted): [[5, 1, 0], [2, 3, 1], [0, 0, 4]]
+    cm = [[5, 1, 0], [2, 3, 1], [0, 0, 4]]
+    target = torch.tensor([i for i, row in enumerate(cm) for j, n in enumerate(row) for _ in range(n)])
+    preds = torch.tensor([j for i, row in enumerate(cm) for j, n in enumerate(row) for _ in range(n)])
+    rep = classification_report(preds, target, ["a", "b", "c"])
+    p, r, s = [5 / 7, 3 / 4, 4 / 5], [5 / 6, 3 / 6, 4 / 4], [6, 6, 4]
+    f = [2 * pi * ri / (pi + ri) for pi, ri in zip(p, r)]
+    for k, name in enumerate("abc"):
+        got = rep["classes"][name]
+        assert got["precision"] == pytest.approx(p[k]) and got["recall"] == pytest.approx(r[k])
+        assert got["f1"] == pytest.approx(f[k]) and got["support"] == s[k]
+    assert rep["accuracy"] == pytest.approx(12 / 16)
+    assert rep["macro avg"]["f1"] == pytest.approx(sum(f) / 3)
+    assert rep["weighted avg"]["precision"] == pytest.approx(sum(pi * si for pi, si in zip(p, s)) / 16)
+    assert rep["weighted avg"]["recall"] == pytest.approx(12 / 16)  # weighted recall is accuracy
+    assert "| a | 0.7143 | 0.8333 |" in report_markdown(rep)
+
+
+def eval_cli(tmp_path: Path, root: Path, *args: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, str(ROOT / "eval.py"), f"data_root={root}", "threads=1", *args]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    return subprocess.run(cmd, check=False, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+
+
+def test_eval_reproduces_test_accuracy(runs, tmp_path, tiny_root):
+    run_dir, m = runs[False]
+    before = sorted(p.relative_to(run_dir) for p in run_dir.rglob("*"))
+    out = tmp_path / "eval"
+    proc = eval_cli(tmp_path, tiny_root, f"ckpt_path={m['best_checkpoint']}", f"hydra.run.dir={out}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    e = json.loads((out / "metrics.json").read_text())
+    assert e["test_acc"] == m["test_acc"] and e["test_loss"] == pytest.approx(float(m["test_loss"]), abs=1e-6)
+    assert e["confusion_matrix"] == m["confusion_matrix"].tolist()
+    _check_report(out / "report")
+    assert sorted(p.relative_to(run_dir) for p in run_dir.rglob("*")) == before  # original run untouched
+
+
+def eval_cfg(tmp_path: Path, root: Path, ckpt: Path):
+    return OmegaConf.create({"ckpt_path": str(ckpt), "data_root": str(root), "accelerator": "cpu", "threads": 1,
+                             "report": {"enabled": True}, "paths": {"output_dir": str(tmp_path / "out")}})
+
+
+def test_eval_cli_error_is_one_line(tmp_path, tiny_root):
+    proc = eval_cli(tmp_path, tiny_root, f"ckpt_path={tmp_path / 'missing.ckpt'}", f"hydra.run.dir={tmp_path / 'o'}")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.strip() == f"error: ckpt_path={tmp_path / 'missing.ckpt'}: no such file"
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda d: (d / "notes.ckpt").write_text("not a checkpoint") and d / "notes.ckpt", "not a readable PyTorch"),
+    (lambda d: torch.save({"weights": torch.ones(2)}, d / "plain.ckpt") or d / "plain.ckpt",
+     "not a Lightning checkpoint"),
+    (lambda d: torch.save({"state_dict": {}}, d / "orphan.ckpt") or d / "orphan.ckpt", "config.yaml"),
+])
+def test_eval_rejects_foreign_files(tmp_path, tiny_root, make, message):
+    with pytest.raises(UserError, match=message):
+        evaluate(eval_cfg(tmp_path, tiny_root, make(tmp_path)))
+
+
+def test_eval_rejects_foreign_weights(runs, tmp_path, tiny_root):
+    fake = tmp_path / "run"
+    (fake / "checkpoints").mkdir(parents=True)
+    (fake / "config.yaml").write_text((runs[False][0] / "config.yaml").read_text())
+    torch.save({"state_dict": {"net.fc.weight": torch.zeros(3, 3)}}, fake / "checkpoints" / "x.ckpt")
+    with pytest.raises(UserError, match="weights do not fit"):
+        evaluate(eval_cfg(tmp_path, tiny_root, fake / "checkpoints" / "x.ckpt"))
