@@ -33,6 +33,7 @@ from fmnist_lit.leaderboard import find_jobs, write_leaderboard
 
 log = logging.getLogger(__name__)
 ERROR_FILE = "error.txt"
+DDP_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")  # set by Lightning's launcher
 
 
 def _target(node: Any) -> str:
@@ -83,6 +84,7 @@ def ddp_relaunch_as_single_run(cfg: DictConfig) -> Iterator[None]:
         raise RuntimeError(f"trainer.strategy={name} inside a multirun works with the basic (sequential) launcher "
                            "only; on a cluster use hydra/launcher=submitit_slurm, which starts one task per rank")
     argv, run_dir = sys.argv, hc.run.dir
+    env = {k: os.environ.get(k) for k in DDP_ENV}
     sys.argv = [argv[0], *hc.overrides.task]
     with read_write(hc.run):
         hc.run.dir = hc.runtime.output_dir
@@ -92,6 +94,15 @@ def ddp_relaunch_as_single_run(cfg: DictConfig) -> Iterator[None]:
         sys.argv = argv
         with read_write(hc.run):
             hc.run.dir = run_dir
+        # the launcher leaves LOCAL_RANK & co. in os.environ and the process group open: the next job would take
+        # them as "ranks already started" and talk to the finished job's dead ranks
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+        for k, v in env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 class FailOnNonFiniteLoss(L.Callback):
