@@ -80,7 +80,11 @@ def ddp_relaunch_as_single_run(cfg: DictConfig) -> Iterator[None]:
         yield
         return
     hc = HydraConfig.get()
-    if "basic" not in _target(hc.launcher).lower():
+    launcher = _target(hc.launcher).lower()
+    if "submitit" in launcher:  # on SLURM every rank is a task started by SLURM: Lightning re-launches nothing
+        yield
+        return
+    if "basic" not in launcher:
         raise RuntimeError(f"trainer.strategy={name} inside a multirun works with the basic (sequential) launcher "
                            "only; on a cluster use hydra/launcher=submitit_slurm, which starts one task per rank")
     argv, run_dir = sys.argv, hc.run.dir

@@ -21,7 +21,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from fmnist_lit.csv_data import CSVFormatError
 from fmnist_lit.data import CLASSES, DatasetError
-from fmnist_lit.sweep import ddp_relaunch_as_single_run, record_failure, set_job_threads, sweeper_wants_exceptions
+from fmnist_lit.sweep import (
+    ddp_relaunch_as_single_run,
+    record_failure,
+    set_job_threads,
+    sweeper_wants_exceptions,
+)
 from fmnist_lit.utils import UserError, device_description, resolve_precision, validate_config, write_json
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 # the package of the checkout this script lives in (not whichever copy is installed), like train.py at the root
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from fmnist_lit.leaderboard import find_jobs, write_leaderboard  # noqa: E402
+from fmnist_lit.leaderboard import find_jobs, write_leaderboard
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -40,7 +40,7 @@ def multirun(tmp_path: Path, root: Path, *overrides: str, timeout: int = 300) ->
     cmd = [sys.executable, str(ROOT / "train.py"), "-m", f"data.root={root}", *TINY, "logger=csv",
            f"hydra.sweep.dir={sweep_dir}", *overrides]
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    return subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=timeout), sweep_dir
+    return subprocess.run(cmd, check=False, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=timeout), sweep_dir
 
 
 def metrics(job: Path) -> dict:
@@ -63,7 +63,7 @@ def test_multirun_survives_a_failed_job_and_builds_the_leaderboard(tmp_path, tin
 
     # the script gives the same tables, and says (exit 1) that a job failed
     md_before = md
-    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "leaderboard.py"), str(sweep)],
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "leaderboard.py"), str(sweep)], check=False,
                           capture_output=True, text=True)
     assert proc.returncode == 1 and (sweep / "leaderboard.md").read_text() == md_before
 
@@ -131,7 +131,7 @@ def test_ddp_two_cpu_processes_match_one_process(tmp_path, odd_root):
     cmd = [sys.executable, str(ROOT / "train.py"), f"data.root={odd_root}", *TINY, "logger=csv", "model=mlp",
            "trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu", "trainer.limit_train_batches=3",
            f"hydra.run.dir={run_dir}"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=300,
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, cwd=tmp_path, timeout=300,
                           env={**os.environ, "PYTHONWARNINGS": "ignore"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     m = metrics(run_dir)
