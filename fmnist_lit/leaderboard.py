@@ -19,6 +19,9 @@ from typing import Any
 from omegaconf import OmegaConf
 
 IGNORED_KEYS = {"seed"}  # what a row averages over
+# CSV columns besides the swept keys (present even when every job failed)
+CSV_FIELDS = ["config", "n", "test_acc_mean", "test_acc_std", "val_acc_best_mean", "params", "epochs",
+              "wall_seconds_mean", "seeds", "failed"]
 
 
 @dataclass
@@ -157,14 +160,16 @@ def write_leaderboard(sweep_dir: str | Path) -> tuple[list[dict[str, Any]], list
     summaries = [summarise(r) for r in rows]
     failed = [j for j in jobs if j.failed]
     (sweep_dir / "leaderboard.md").write_text(to_markdown(sweep_dir, summaries, common, failed))
-    fields = list(dict.fromkeys(k for s in summaries for k in s)) or ["config"]
+    fields = list(dict.fromkeys([*CSV_FIELDS[:1], *(k for s in summaries for k in s), *CSV_FIELDS[1:]]))
     with (sweep_dir / "leaderboard.csv").open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=[*fields, "failed"])
+        w = csv.DictWriter(f, fieldnames=fields)
         w.writeheader()
         for s in summaries:
             w.writerow(s)
         for j in failed:  # failed jobs stay visible in the CSV too, one line each
-            w.writerow({"config": _label(j.overrides), "n": 0, "failed": j.error})
+            own = {k: v for k, v in j.overrides.items() if k not in common}
+            w.writerow({**{k: v for k, v in own.items() if k in fields}, "config": _label(own), "n": 0,
+                        "failed": j.error})
     to_png(sweep_dir / "leaderboard.png", summaries)
     return summaries, failed
 

@@ -86,7 +86,7 @@ def ddp_relaunch_as_single_run(cfg: DictConfig) -> Iterator[None]:
         return
     if "basic" not in launcher:
         raise RuntimeError(f"trainer.strategy={name} inside a multirun works with the basic (sequential) launcher "
-                           "only; on a cluster use hydra/launcher=submitit_slurm, which starts one task per rank")
+                           "only; on a cluster use hydra/launcher=slurm, which starts one task per rank")
     argv, run_dir = sys.argv, hc.run.dir
     env = {k: os.environ.get(k) for k in DDP_ENV}
     sys.argv = [argv[0], *hc.overrides.task]
@@ -133,11 +133,13 @@ class SweepSummary(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
+        failed = [j for j in find_jobs(sweep_dir) if j.failed]
         if self.leaderboard:
-            summaries, failed = write_leaderboard(sweep_dir)
-            log.info("leaderboard (%d configurations): %s", len(summaries), sweep_dir / "leaderboard.md")
-        else:
-            failed = [j for j in find_jobs(sweep_dir) if j.failed]
+            try:  # a leaderboard bug must not hide failed jobs or the exit status
+                summaries, _ = write_leaderboard(sweep_dir)
+                log.info("leaderboard (%d configurations): %s", len(summaries), sweep_dir / "leaderboard.md")
+            except Exception as e:  # noqa: BLE001 (any error: report it and go on to the failures)
+                log.error("could not write the leaderboard: %s: %s", type(e).__name__, e)
         if not failed:
             return
         lines = [f"  job {j.path.name}: {' '.join(f'{k}={v}' for k, v in j.overrides.items())}: {j.error}"
