@@ -189,3 +189,16 @@ def test_slurm_launcher_config_composes(tmp_path):
     assert (lc.partition, lc.timeout_min, lc.gpus_per_node, lc.tasks_per_node) == ("gpu", 30, 4, 4)
     assert lc.cpus_per_task > 0 and "submitit" in lc.submitit_folder
     assert cfg.trainer.strategy == "ddp" and cfg.trainer.devices == 4
+
+
+def test_sweep_summary_exits_nonzero_when_every_job_failed(tmp_path):
+    from omegaconf import OmegaConf
+
+    from fmnist_lit.sweep import SweepSummary
+
+    for i in range(2):
+        _fake_job(tmp_path, i, [f"seed={i}"], None)
+    with pytest.raises(SystemExit) as e:
+        SweepSummary().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}}))
+    assert e.value.code == 1 and "Failed jobs: 2" in (tmp_path / "leaderboard.md").read_text()
+    SweepSummary(fail_on_error=False).on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}}))
