@@ -146,6 +146,24 @@ class LitClassifier(L.LightningModule):
         self.test_results["test/loss"] = self.trainer.callback_metrics["test/loss"].detach().cpu()
         self.test_results["confmat"] = self.test_confmat.compute().cpu()
         self.test_confmat.reset()
+        if self.trainer.world_size > 1:
+            self.test_outputs = self._gather_test_outputs()
+
+    def _gather_test_outputs(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """DDP: rank 0 gets the whole test set as one (probs, targets) pair, in the dataset's order; other ranks
+        get []. Rank r evaluated items r, r + W, r + 2W, ... (strided, unpadded, so shard sizes may differ by
+        one): all_gather_object takes uneven shards, and interleaving restores the order."""
+        local = [torch.cat(t) if t else torch.empty(0) for t in zip(*self.test_outputs)] or [torch.empty(0)] * 2
+        shards = [None] * self.trainer.world_size
+        torch.distributed.all_gather_object(shards, local)
+        if not self.trainer.is_global_zero:
+            return []
+        world, n = len(shards), sum(len(p) for p, _ in shards)
+        probs = torch.empty(n, shards[0][0].shape[-1]) if n else torch.empty(0)
+        targets = torch.empty(n, dtype=torch.long)
+        for r, (p, y) in enumerate(shards):
+            probs[r::world], targets[r::world] = p, y
+        return [(probs, targets)]
 
     def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
         x = batch[0] if isinstance(batch, (tuple, list)) else batch

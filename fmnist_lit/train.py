@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
 import time
@@ -14,12 +15,19 @@ import hydra
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from fmnist_lit.csv_data import CSVFormatError
 from fmnist_lit.data import CLASSES, DatasetError
 from fmnist_lit.report import maybe_write_report
+from fmnist_lit.sweep import (
+    ddp_relaunch_as_single_run,
+    record_failure,
+    set_job_threads,
+    sweeper_wants_exceptions,
+)
 from fmnist_lit.utils import UserError, device_description, resolve_precision, validate_config, write_json
 
 log = logging.getLogger(__name__)
@@ -111,15 +119,31 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    global START
+    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
-        metrics = run(cfg)
-    except (UserError, DatasetError, CSVFormatError) as e:
-        if HydraConfig.get().mode.name == "MULTIRUN":
-            raise  # let the sweep record this job as failed
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    key = cfg.get("optimized_metric")  # for hyper-parameter search: a key of metrics.json (never a test metric)
-    return metrics.get(key) if key else None
+        if multirun:
+            START = time.time()  # jobs share one process: each job's wall time starts at the job
+            set_job_threads(cfg)
+            with ddp_relaunch_as_single_run(cfg):
+                metrics = run(cfg)
+        else:
+            metrics = run(cfg)
+        key = cfg.get("optimized_metric")  # for hyper-parameter search: a metrics.json key (never a test metric)
+        value = metrics.get(key) if key else None
+        if key and (value is None or not math.isfinite(value)):
+            raise UserError(f"optimized_metric={key} is {value} (diverged, or no validation split?)")
+    except Exception as e:
+        if multirun:  # one failed job must not end the sweep: see fmnist_lit/sweep.py
+            record_failure(cfg.paths.output_dir, e)
+            if sweeper_wants_exceptions():
+                raise
+            return None
+        if isinstance(e, (UserError, DatasetError, CSVFormatError)):
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
+        raise
+    return value
 
 
 if __name__ == "__main__":

@@ -1,0 +1,175 @@
+"""Aggregate a Hydra sweep folder into leaderboard.md / .csv / .png.
+
+A job is a sub-folder holding `.hydra/overrides.yaml` (Hydra writes it before the job starts). A job that has no
+`metrics.json` failed (or is still running, or was killed): it is listed as failed, never silently dropped.
+One row per distinct configuration = the job's overrides minus `seed`; overrides shared by every job are shown
+once above the table instead of in every row.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+IGNORED_KEYS = {"seed"}  # what a row averages over
+# CSV columns besides the swept keys (present even when every job failed)
+CSV_FIELDS = ["config", "n", "test_acc_mean", "test_acc_std", "val_acc_best_mean", "params", "epochs",
+              "wall_seconds_mean", "seeds", "failed"]
+
+
+@dataclass
+class Job:
+    path: Path
+    overrides: dict[str, str]
+    metrics: dict[str, Any] | None
+    error: str | None = None  # first line of error.txt, when the job wrote one
+
+    @property
+    def failed(self) -> bool:
+        return self.metrics is None
+
+
+@dataclass
+class Row:
+    config: dict[str, str]
+    jobs: list[Job] = field(default_factory=list)
+
+    def values(self, key: str) -> list[float]:
+        return [j.metrics[key] for j in self.jobs if j.metrics.get(key) is not None]
+
+
+def _key(override: str) -> tuple[str, str]:
+    k, _, v = override.partition("=")
+    return k.lstrip("+~"), v
+
+
+def find_jobs(sweep_dir: str | Path) -> list[Job]:
+    """Every job folder under `sweep_dir`, in job-number order (sub-folders named 0, 1, ..., 10 sort as numbers)."""
+    jobs = []
+    for ov in Path(sweep_dir).glob("**/.hydra/overrides.yaml"):
+        d = ov.parent.parent
+        overrides = dict(_key(o) for o in OmegaConf.to_container(OmegaConf.load(ov)))
+        m = d / "metrics.json"
+        metrics = json.loads(m.read_text()) if m.is_file() else None
+        err = d / "error.txt"
+        error = err.read_text().strip().splitlines()[0] if err.is_file() and err.stat().st_size else None
+        if metrics is None and error is None:
+            error = "no metrics.json (killed, still running, or crashed before writing it)"
+        jobs.append(Job(d, overrides, metrics, error))
+    return sorted(jobs, key=lambda j: [int(p) if p.isdigit() else p for p in j.path.relative_to(sweep_dir).parts])
+
+
+def group(jobs: list[Job]) -> tuple[list[Row], dict[str, str]]:
+    """Rows of successful jobs grouped by their varying overrides (minus seed), best mean test accuracy first;
+    plus the overrides every job shares."""
+    keys = {k for j in jobs for k in j.overrides} - IGNORED_KEYS
+    common = {k: v for k, v in (jobs[0].overrides.items() if jobs else [])
+              if k in keys and all(j.overrides.get(k) == v for j in jobs)}
+    varying = sorted(keys - set(common))
+    rows: dict[tuple, Row] = {}
+    for j in jobs:
+        cfg = {k: j.overrides.get(k, "") for k in varying}
+        rows.setdefault(tuple(cfg.items()), Row(cfg))
+        if not j.failed:
+            rows[tuple(cfg.items())].jobs.append(j)
+    out = [r for r in rows.values() if r.jobs]
+    out.sort(key=lambda r: -statistics.fmean(r.values("test_acc")))
+    return out, common
+
+
+def _mean_std(xs: list[float]) -> tuple[float, float]:
+    if not xs:
+        return math.nan, math.nan
+    return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else math.nan)
+
+
+def _label(cfg: dict[str, str]) -> str:
+    return " ".join(f"{k}={v}" for k, v in cfg.items()) or "(all jobs)"
+
+
+def summarise(row: Row) -> dict[str, Any]:
+    acc_m, acc_s = _mean_std(row.values("test_acc"))
+    val_m, _ = _mean_std(row.values("val_acc_best"))
+    params = sorted(set(row.values("params")))
+    epochs = sorted(set(row.values("epochs_run")))
+    return {
+        "config": _label(row.config), **row.config, "n": len(row.jobs),
+        "test_acc_mean": acc_m, "test_acc_std": acc_s, "val_acc_best_mean": val_m,
+        "params": params[0] if len(params) == 1 else "/".join(map(str, params)),
+        "epochs": epochs[0] if len(epochs) == 1 else "/".join(map(str, epochs)),
+        "wall_seconds_mean": _mean_std(row.values("wall_seconds"))[0],
+        "seeds": " ".join(str(j.metrics.get("seed")) for j in row.jobs),
+    }
+
+
+def _pct(x: float) -> str:
+    return "–" if math.isnan(x) else f"{100 * x:.2f}"
+
+
+def to_markdown(sweep_dir: Path, summaries: list[dict[str, Any]], common: dict[str, str], failed: list[Job]) -> str:
+    lines = [f"# Leaderboard: `{sweep_dir}`", ""]
+    if common:
+        lines += ["Every job: `" + " ".join(f"{k}={v}" for k, v in common.items()) + "`", ""]
+    lines += ["Test accuracy of the checkpoint chosen on validation, mean ± sample std over seeds (n = jobs).", "",
+              "| configuration | test acc % (mean ± std) | n | val acc best % | params | epochs | wall s (mean) |",
+              "|---|---|---|---|---|---|---|"]
+    for s in summaries:
+        std = "" if math.isnan(s["test_acc_std"]) else f" ± {_pct(s['test_acc_std'])}"
+        params = f"{s['params']:,}" if isinstance(s["params"], int) else s["params"]
+        lines.append(f"| `{s['config']}` | {_pct(s['test_acc_mean'])}{std} | {s['n']} | "
+                     f"{_pct(s['val_acc_best_mean'])} | {params} | {s['epochs']} | {s['wall_seconds_mean']:.0f} |")
+    lines += ["", f"Failed jobs: {len(failed)}"]
+    for j in failed:
+        own = {k: v for k, v in j.overrides.items() if k not in common}
+        lines.append(f"- job `{j.path.name}` `{_label(own)}`: {j.error}")
+    return "\n".join(lines) + "\n"
+
+
+def to_png(path: Path, summaries: list[dict[str, Any]]) -> None:
+    import matplotlib
+    matplotlib.use("Agg")  # no display on servers / in tests
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.2 * len(summaries) + 2), 4))
+    means = [100 * s["test_acc_mean"] for s in summaries]
+    stds = [0.0 if math.isnan(s["test_acc_std"]) else 100 * s["test_acc_std"] for s in summaries]
+    ax.bar(range(len(summaries)), means, yerr=stds, capsize=4, color="tab:blue")
+    ax.set_xticks(range(len(summaries)), [s["config"] for s in summaries], rotation=20, ha="right", fontsize=8)
+    if means:  # zoom on the bars' tops: differences are often tenths of a point
+        lo = min(m - s for m, s in zip(means, stds))
+        ax.set_ylim(max(0.0, lo - 2), min(100.0, max(m + s for m, s in zip(means, stds)) + 1))
+    ax.set_ylabel("test accuracy % (mean ± std over seeds)")
+    ax.set_title(f"{len(summaries)} configurations")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_leaderboard(sweep_dir: str | Path) -> tuple[list[dict[str, Any]], list[Job]]:
+    """Write leaderboard.md/.csv/.png into `sweep_dir`; return the summaries and the failed jobs."""
+    sweep_dir = Path(sweep_dir)
+    jobs = find_jobs(sweep_dir)
+    rows, common = group(jobs)
+    summaries = [summarise(r) for r in rows]
+    failed = [j for j in jobs if j.failed]
+    (sweep_dir / "leaderboard.md").write_text(to_markdown(sweep_dir, summaries, common, failed))
+    fields = list(dict.fromkeys([*CSV_FIELDS[:1], *(k for s in summaries for k in s), *CSV_FIELDS[1:]]))
+    with (sweep_dir / "leaderboard.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        for s in summaries:
+            w.writerow(s)
+        for j in failed:  # failed jobs stay visible in the CSV too, one line each
+            own = {k: v for k, v in j.overrides.items() if k not in common}
+            w.writerow({**{k: v for k, v in own.items() if k in fields}, "config": _label(own), "n": 0,
+                        "failed": j.error})
+    to_png(sweep_dir / "leaderboard.png", summaries)
+    return summaries, failed
+

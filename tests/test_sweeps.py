@@ -1,0 +1,204 @@
+"""Sweeps and scale-out on tiny synthetic data: multirun with a failing job + leaderboard, joblib, Optuna,
+DDP on 2 CPU processes, and the SLURM launcher config (composes only: no cluster here)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+import yaml
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.utils import instantiate
+
+from fmnist_lit.leaderboard import find_jobs, group, write_leaderboard
+from fmnist_lit.train import CONF_DIR
+from tests.conftest import ROOT, TINY, make_images, write_idx
+
+pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="install the sweep extra: pip install -e '.[sweep]'")
+
+
+@pytest.fixture(scope="module")
+def odd_root(tmp_path_factory) -> Path:
+    """Like tiny_root but with 201 test images: two DDP ranks get uneven shards (101 + 100)."""
+    root = tmp_path_factory.mktemp("odd_data")
+    raw = root / "FashionMNIST" / "raw"
+    write_idx(raw, "train", *make_images(600, 0))
+    write_idx(raw, "t10k", *make_images(201, 1))
+    return root
+
+
+def multirun(tmp_path: Path, root: Path, *overrides: str, timeout: int = 300) -> tuple[subprocess.CompletedProcess,
+                                                                                          Path]:
+    sweep_dir = tmp_path / "sweep"
+    cmd = [sys.executable, str(ROOT / "train.py"), "-m", f"data.root={root}", *TINY, "logger=csv",
+           f"hydra.sweep.dir={sweep_dir}", *overrides]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    return subprocess.run(cmd, check=False, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=timeout), sweep_dir
+
+
+def metrics(job: Path) -> dict:
+    return json.loads((job / "metrics.json").read_text())
+
+
+def test_multirun_survives_a_failed_job_and_builds_the_leaderboard(tmp_path, tiny_root):
+    # 3 jobs; max_epochs=-5 is rejected by validate_config: that job fails, the other two must still run
+    proc, sweep = multirun(tmp_path, tiny_root, "model=mlp", "trainer.max_epochs=1,-5,2")
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "1 failed job(s)" in proc.stderr and "trainer.max_epochs=-5" in proc.stderr
+    assert (sweep / "1" / "error.txt").read_text().startswith("UserError: trainer.max_epochs=-5")
+    assert metrics(sweep / "0")["epochs_run"] == 1 and metrics(sweep / "2")["epochs_run"] == 2
+    md = (sweep / "leaderboard.md").read_text()
+    assert "`trainer.max_epochs=1`" in md and "`trainer.max_epochs=2`" in md
+    assert "Failed jobs: 1" in md and "job `1` `trainer.max_epochs=-5`" in md
+    assert (sweep / "leaderboard.png").stat().st_size > 0
+    csv = (sweep / "leaderboard.csv").read_text()
+    assert "trainer.max_epochs=-5" in csv  # the failed job has its line in the CSV too
+
+    # the script gives the same tables, and says (exit 1) that a job failed
+    md_before = md
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "leaderboard.py"), str(sweep)], check=False,
+                          capture_output=True, text=True)
+    assert proc.returncode == 1 and (sweep / "leaderboard.md").read_text() == md_before
+
+
+def _fake_job(sweep: Path, num: int, overrides: list[str], m: dict | None) -> None:
+    d = sweep / str(num)
+    (d / ".hydra").mkdir(parents=True)
+    (d / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    if m is not None:
+        (d / "metrics.json").write_text(json.dumps(m))
+
+
+def test_leaderboard_averages_over_seeds(tmp_path):
+    base = {"params": 100, "epochs_run": 5, "val_acc_best": 0.9, "wall_seconds": 10.0}
+    accs = {("mlp", 0): 0.88, ("mlp", 1): 0.90, ("cnn", 0): 0.91, ("cnn", 1): 0.93, ("cnn", 2): 0.92}
+    for i, ((model, seed), acc) in enumerate(accs.items()):
+        _fake_job(tmp_path, i, [f"model={model}", f"seed={seed}", "trainer.max_epochs=5"],
+                  {**base, "test_acc": acc, "seed": seed})
+    _fake_job(tmp_path, 10, ["model=mlp", "seed=2", "trainer.max_epochs=5"], None)  # killed: no metrics.json
+    jobs = find_jobs(tmp_path)
+    assert [j.path.name for j in jobs] == ["0", "1", "2", "3", "4", "10"]  # numeric order
+    rows, common = group(jobs)
+    assert common == {"trainer.max_epochs": "5"}
+    assert [r.config for r in rows] == [{"model": "cnn"}, {"model": "mlp"}]  # best first, seed not a column
+    summaries, failed = write_leaderboard(tmp_path)
+    cnn, mlp = summaries
+    assert cnn["n"] == 3 and cnn["test_acc_mean"] == pytest.approx(0.92) and cnn["test_acc_std"] == pytest.approx(0.01)
+    assert mlp["n"] == 2 and mlp["test_acc_mean"] == pytest.approx(0.89)
+    assert [j.path.name for j in failed] == ["10"]
+    md = (tmp_path / "leaderboard.md").read_text()
+    assert "| `model=cnn` | 92.00 ± 1.00 | 3 |" in md and "no metrics.json" in md
+
+
+def test_joblib_launcher_runs_two_jobs_splitting_the_cores(tmp_path, tiny_root):
+    proc, sweep = multirun(tmp_path, tiny_root, "model=mlp", "seed=0,1", "threads=null",
+                           "hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Joblib.Parallel" in proc.stdout + proc.stderr  # the plugin, not the basic launcher
+    cores = os.cpu_count() or 1
+    for job in ("0", "1"):
+        assert metrics(sweep / job)["threads"] == max(1, cores // 2)  # 2 jobs x threads <= cores
+    assert "Failed jobs: 0" in (sweep / "leaderboard.md").read_text()
+
+
+def test_optuna_three_trials_and_a_diverging_one_is_not_fatal(tmp_path, tiny_root):
+    # lr=1e30 makes the loss inf/NaN in the first steps: FailOnNonFiniteLoss raises, Optuna records FAIL
+    proc, sweep = multirun(tmp_path, tiny_root, "hparams_search=optuna", "hydra.sweeper.n_trials=3",
+                           "model.net.widths=[8,16,32]",
+                           "optimizer.lr=choice(0.003,1e30)", "hydra.sweeper.sampler.seed=5")
+    assert proc.returncode == 0, proc.stderr[-3000:]  # hparams_search sets fail_on_error=false
+    jobs = find_jobs(sweep)
+    assert len(jobs) == 3
+    diverged = [j for j in jobs if j.overrides["optimizer.lr"] == "1e+30"]
+    assert diverged and all(j.failed and "diverged" in j.error for j in diverged)  # the seed picks both values
+    ok = [j for j in jobs if not j.failed]
+    assert ok
+    result = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    # the sweeper got val_acc_best (a validation metric) back from main()
+    assert result["best_value"] == pytest.approx(max(j.metrics["val_acc_best"] for j in ok))
+    assert "Failed experiment" in proc.stdout + proc.stderr
+
+
+def test_ddp_two_cpu_processes_match_one_process(tmp_path, odd_root):
+    run_dir = tmp_path / "ddp"
+    cmd = [sys.executable, str(ROOT / "train.py"), f"data.root={odd_root}", *TINY, "logger=csv", "model=mlp",
+           "trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu", "trainer.limit_train_batches=3",
+           f"hydra.run.dir={run_dir}"]
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, cwd=tmp_path, timeout=300,
+                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    m = metrics(run_dir)
+    assert sum(map(sum, m["confusion_matrix"])) == 201  # both uneven shards counted, none twice
+    assert m["global_steps"] == 3
+    assert not (run_dir / "ddp").exists() and len(list(run_dir.glob("**/metrics.json"))) == 1  # one run folder
+
+    # the same checkpoint evaluated by one process on the whole test set
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=[f"data.root={odd_root}", *TINY, "model=mlp"])
+    GlobalHydra.instance().clear()
+    model, dm = instantiate(cfg.model), instantiate(cfg.data)
+    import lightning as L
+    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+                        enable_model_summary=False)
+    trainer.test(model, datamodule=dm, ckpt_path=m["best_checkpoint"], verbose=False)
+    assert m["test_acc"] == pytest.approx(float(model.test_results["test/acc"]), abs=1e-6)
+    assert m["test_loss"] == pytest.approx(float(model.test_results["test/loss"]), rel=1e-5)
+    assert m["confusion_matrix"] == model.test_results["confmat"].tolist()
+
+
+def test_gathered_test_outputs_restore_the_dataset_order(monkeypatch):
+    """DDP rank 0 gets the whole test set in order from strided, uneven shards (rank r has items r, r+2, ...)."""
+    from fmnist_lit.models import MLP
+    from fmnist_lit.module import LitClassifier
+
+    n, world = 7, 2
+    probs, targets = torch.rand(n, 10), torch.arange(n)
+    shards = [[probs[r::world], targets[r::world]] for r in range(world)]
+
+    def fake_all_gather_object(out, obj):
+        out[:] = shards
+
+    monkeypatch.setattr(torch.distributed, "all_gather_object", fake_all_gather_object)
+    model = LitClassifier(MLP(), optimizer=None)
+    model._trainer = SimpleNamespace(world_size=world, is_global_zero=True)
+    model.test_outputs = [(probs[0::2][:2], targets[0::2][:2]), (probs[0::2][2:], targets[0::2][2:])]  # rank 0's
+    (p, y), = model._gather_test_outputs()
+    assert torch.equal(y, targets) and torch.equal(p, probs)
+    model._trainer = SimpleNamespace(world_size=world, is_global_zero=False)
+    assert model._gather_test_outputs() == []
+
+
+def test_slurm_launcher_config_composes(tmp_path):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=["hydra/launcher=slurm", "hydra.launcher.partition=gpu",
+                                          "hydra.launcher.timeout_min=30", "trainer=ddp", "trainer.devices=4",
+                                          "hydra.launcher.gpus_per_node=4", "hydra.launcher.tasks_per_node=4"],
+                      return_hydra_config=True)
+    GlobalHydra.instance().clear()
+    lc = cfg.hydra.launcher
+    assert lc._target_ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
+    assert (lc.partition, lc.timeout_min, lc.gpus_per_node, lc.tasks_per_node) == ("gpu", 30, 4, 4)
+    assert lc.cpus_per_task > 0 and "submitit" in lc.submitit_folder
+    assert cfg.trainer.strategy == "ddp" and cfg.trainer.devices == 4
+
+
+def test_sweep_summary_exits_nonzero_when_every_job_failed(tmp_path):
+    from omegaconf import OmegaConf
+
+    from fmnist_lit.sweep import SweepSummary
+
+    for i in range(2):
+        _fake_job(tmp_path, i, [f"seed={i}"], None)
+    with pytest.raises(SystemExit) as e:
+        SweepSummary().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}}))
+    assert e.value.code == 1 and "Failed jobs: 2" in (tmp_path / "leaderboard.md").read_text()
+    SweepSummary(fail_on_error=False).on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}}))
