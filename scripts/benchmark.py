@@ -233,11 +233,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.synthetic:
             make_synthetic(out / "data")
             args.data_root = out / "data"
-            args.data_overrides = ["data.check_md5=false", "data.download=false",
+            args.data_overrides = ["logger=csv", "data.check_md5=false", "data.download=false",
                                    "data.val_size=100", "data.eval_batch_size=100"]
+            # one thread: a smoke test must not depend on idle cores (2 OpenMP threads on a busy box spin-wait)
             args.tta_overrides = [*args.tta_overrides, "trainer.max_epochs=1", "logger=csv",
-                                  "callbacks.progress_bar=null"]
-            args.batch, args.warmup, args.window, args.windows = 32, 1, 2, 2
+                                  "callbacks.progress_bar=null", "threads=1"]
+            args.batch, args.warmup, args.window, args.windows, args.threads = 32, 1, 2, 2, 1
         else:
             args.data_root, args.data_overrides = ROOT / "data", []
         res = json.loads(args.json.read_text()) if args.json.exists() and not args.synthetic else {}
