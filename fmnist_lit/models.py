@@ -84,3 +84,27 @@ class BNGapCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
+
+
+class FastCNN(nn.Module):
+    """Small BN CNN for `experiment=fast` (quickest to 91% on a 2-core CPU): three conv-BN-ReLU stages, each
+    followed by 2x2 max-pool, then a linear layer on the flattened 3x3 maps (keeps where things are, which GAP
+    would lose at this size).
+
+    (B, 1, 28, 28) -> (B, w0, 14, 14) -> (B, w1, 7, 7) -> (B, w2, 3, 3) -> (B, 9 * w2) -> (B, 10).
+    widths (16, 32, 64): ~1.9 MMAC per image, a third of SimpleCNN's.
+    """
+
+    def __init__(self, widths: Sequence[int] = (16, 32, 64), dropout: float = 0.0, num_classes: int = 10):
+        super().__init__()
+        layers: list[nn.Module] = []
+        c = 1
+        for w in widths:
+            layers += [conv_bn(c, w), nn.MaxPool2d(2)]
+            c = w
+        self.features = nn.Sequential(*layers)
+        size = 28 // 2 ** len(widths)
+        self.head = nn.Sequential(nn.Flatten(), nn.Dropout(dropout), nn.Linear(c * size * size, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))

@@ -47,12 +47,11 @@ class LitClassifier(L.LightningModule):
         self.net = net.to(memory_format=torch.channels_last) if channels_last else net
         self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         # one metric object per split (states must not mix between train/val/test)
-        self.train_metrics = split_metrics(num_classes, per_class=False).clone(prefix="train/")
         self.val_metrics = split_metrics(num_classes, per_class=True).clone(prefix="val/")
         self.test_metrics = split_metrics(num_classes, per_class=True).clone(prefix="test/")
         self.val_confmat = MulticlassConfusionMatrix(num_classes)
         self.test_confmat = MulticlassConfusionMatrix(num_classes)
-        self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
+        self.val_loss, self.test_loss = MeanMetric(), MeanMetric()  # training sums: on_train_epoch_start
         self.val_acc_best = MaxMetric()
         self.best_val_epoch = -1
         # filled at epoch end for callbacks / the report: plain tensors on the CPU
@@ -82,14 +81,24 @@ class LitClassifier(L.LightningModule):
         loss = self.criterion(logits.float(), y)
         return loss, logits.float(), y
 
+    def on_train_epoch_start(self) -> None:
+        # running sums on the device, (3,): loss x images, correct predictions, images
+        self._train_sums = torch.zeros(3, device=self.device)
+
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         loss, logits, y = self._step(batch)
-        # metric objects accumulate on the device; values are read once per epoch (no per-step .item() sync)
-        self.train_loss(loss.detach())
-        self.train_metrics["acc"].update(logits.detach(), y)
-        self.log("train/loss", self.train_loss, on_step=False, on_epoch=True, prog_bar=True)
-        self.log("train/acc", self.train_metrics["acc"], on_step=False, on_epoch=True, prog_bar=True)
+        # Per step: three tensor adds, no self.log, no metric-object bookkeeping, no .item() (no device sync).
+        # Values are logged once per epoch (on_train_epoch_end); the progress bar shows them then.
+        with torch.no_grad():
+            correct = (logits.argmax(1) == y).sum()
+            self._train_sums += torch.stack([loss.detach().float() * len(y), correct.float(),
+                                             torch.tensor(float(len(y)), device=loss.device)])
         return loss
+
+    def on_train_epoch_end(self) -> None:
+        loss_sum, correct, n = self._train_sums
+        self.log("train/loss", loss_sum / n, prog_bar=True, sync_dist=True)
+        self.log("train/acc", correct / n, prog_bar=True, sync_dist=True)
 
     def validation_step(self, batch, batch_idx: int) -> None:
         loss, logits, y = self._step(batch)
