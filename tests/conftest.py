@@ -36,14 +36,17 @@ def write_idx(raw: Path, split: str, x: torch.Tensor, y: torch.Tensor) -> None:
     (raw / f"{split}-labels-idx1-ubyte").write_bytes(struct.pack(">II", 2049, n) + y.to(torch.uint8).numpy().tobytes())
 
 
+def write_tiny_root(root: Path, n_train: int = 600, n_test: int = 200) -> Path:
+    """A data root holding a synthetic Fashion-MNIST in torchvision's layout."""
+    raw = root / "FashionMNIST" / "raw"
+    write_idx(raw, "train", *make_images(n_train, 0))
+    write_idx(raw, "t10k", *make_images(n_test, 1))
+    return root
+
+
 @pytest.fixture(scope="session")
 def tiny_root(tmp_path_factory) -> Path:
-    """A data root holding a 600/200 synthetic Fashion-MNIST in torchvision's layout."""
-    root = tmp_path_factory.mktemp("tiny_data")
-    raw = root / "FashionMNIST" / "raw"
-    write_idx(raw, "train", *make_images(600, 0))
-    write_idx(raw, "t10k", *make_images(200, 1))
-    return root
+    return write_tiny_root(tmp_path_factory.mktemp("tiny_data"))
 
 
 TINY = [

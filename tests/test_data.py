@@ -6,7 +6,7 @@ import torch
 
 from fmnist_lit import data as D
 from fmnist_lit.csv_data import CSVFormatError, read_csv, write_csv
-from tests.conftest import make_images, write_idx
+from tests.conftest import make_images
 
 
 def copy_root(src, dst):

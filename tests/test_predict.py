@@ -34,8 +34,9 @@ def test_dark_on_light_photo_is_inverted(tmp_path):
 
 
 def test_predictions_match_the_model(tmp_path, trained):
-    from fmnist_lit.evaluate import load_model, read_checkpoint, run_config
     from pathlib import Path
+
+    from fmnist_lit.evaluate import load_model, read_checkpoint, run_config
     x, _ = make_images(6, 9)
     for i in range(6):
         Image.fromarray(x[i].numpy()).save(tmp_path / f"img{i}.png")
@@ -53,6 +54,6 @@ def test_cli_writes_csv_and_reports_bad_input(tmp_path, trained):
     assert (tmp_path / "p.csv").read_text().startswith("file,class,confidence")
     (tmp_path / "bad.png").write_text("not an image")
     proc = subprocess.run([sys.executable, str(ROOT / "predict.py"), trained, str(tmp_path / "bad.png")],
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 2 and "bad.png: not a readable image" in proc.stderr and "Traceback" not in proc.stderr
     assert main([trained, str(tmp_path / "missing.png")]) == 2

@@ -19,7 +19,7 @@ from hydra.utils import instantiate
 
 from fmnist_lit.leaderboard import find_jobs, group, write_leaderboard
 from fmnist_lit.train import CONF_DIR
-from tests.conftest import ROOT, TINY, make_images, write_idx
+from tests.conftest import ROOT, TINY, write_tiny_root
 
 pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="install the sweep extra: pip install -e '.[sweep]'")
 
@@ -27,11 +27,7 @@ pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="install the sw
 @pytest.fixture(scope="module")
 def odd_root(tmp_path_factory) -> Path:
     """Like tiny_root but with 201 test images: two DDP ranks get uneven shards (101 + 100)."""
-    root = tmp_path_factory.mktemp("odd_data")
-    raw = root / "FashionMNIST" / "raw"
-    write_idx(raw, "train", *make_images(600, 0))
-    write_idx(raw, "t10k", *make_images(201, 1))
-    return root
+    return write_tiny_root(tmp_path_factory.mktemp("odd_data"), n_test=201)
 
 
 def multirun(tmp_path: Path, root: Path, *overrides: str, timeout: int = 300) -> tuple[subprocess.CompletedProcess,

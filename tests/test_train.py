@@ -17,7 +17,7 @@ def train_cli(tmp_path: Path, root: Path, *overrides: str, run_dir: Path | None 
     run_dir = run_dir or tmp_path / "run"
     cmd = [sys.executable, str(ROOT / "train.py"), f"data.root={root}", *TINY, f"hydra.run.dir={run_dir}", *overrides]
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    return subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300), run_dir
+    return subprocess.run(cmd, check=False, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300), run_dir
 
 
 def test_train_cli_writes_run_folder(tmp_path, tiny_root):
