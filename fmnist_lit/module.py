@@ -75,18 +75,21 @@ class LitClassifier(L.LightningModule):
         if getattr(self, "_restored_best", None) is not None:
             self.val_acc_best.update(torch.tensor(self._restored_best, device=self.device))
 
-    def _step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _step(self, batch: tuple[torch.Tensor, torch.Tensor], train: bool = False
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         x, y = batch
-        logits = self(x)
-        loss = self.criterion(logits.float(), y)
-        return loss, logits.float(), y
+        logits = self(x).float()
+        # label smoothing shapes the training loss only; val/test losses are plain cross-entropy, comparable
+        # across runs whatever their smoothing
+        loss = self.criterion(logits, y) if train else nn.functional.cross_entropy(logits, y)
+        return loss, logits, y
 
     def on_train_epoch_start(self) -> None:
         # running sums on the device, (3,): loss x images, correct predictions, images
         self._train_sums = torch.zeros(3, device=self.device)
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        loss, logits, y = self._step(batch)
+        loss, logits, y = self._step(batch, train=True)
         # Per step: three tensor adds, no self.log, no metric-object bookkeeping, no .item() (no device sync).
         # Values are logged once per epoch (on_train_epoch_end); the progress bar shows them then.
         with torch.no_grad():
