@@ -138,7 +138,10 @@ def load_split(root: str | Path, train: bool) -> tuple[torch.Tensor, torch.Tenso
 class TensorBatches:
     """Batches as index slices of in-memory tensors; reshuffled on every `iter()` (one epoch).
 
-    With several processes (DDP) each rank takes a disjoint, strided share of the epoch's order.
+    With several processes (DDP) each rank takes a disjoint, strided share of the epoch's order. When shuffling
+    (training) the last `n % world_size` items of each epoch's permutation are dropped so every rank runs the same
+    number of steps (an extra step on one rank would hang the others' gradient all-reduce); evaluation keeps every
+    item, and uneven shards are fine there because metrics sync once at epoch end.
     """
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, shuffle: bool, seed: int = 0,
@@ -147,8 +150,12 @@ class TensorBatches:
         self.shuffle, self.drop_last, self.rank, self.world_size = shuffle, drop_last, rank, world_size
         self.generator = torch.Generator().manual_seed(seed)
 
+    def _n_used(self) -> int:
+        n = len(self.x)
+        return n - n % self.world_size if self.shuffle else n
+
     def _n_local(self) -> int:
-        return len(range(self.rank, len(self.x), self.world_size))
+        return len(range(self.rank, self._n_used(), self.world_size))
 
     def __len__(self) -> int:
         n = self._n_local()
@@ -157,7 +164,7 @@ class TensorBatches:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n = len(self.x)
         order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
-        order = order[self.rank::self.world_size]
+        order = order[:self._n_used()][self.rank::self.world_size]
         for i in range(len(self)):
             idx = order[i * self.batch_size:(i + 1) * self.batch_size]
             yield self.x[idx], self.y[idx]
@@ -207,10 +214,11 @@ class FashionMNISTDataModule(L.LightningDataModule):
         super().__init__()
         self.save_hyperparameters(logger=False)
         self.train_x = self.train_y = self.val_x = self.val_y = self.test_x = self.test_y = None
+        self._raw: Path | None = None
 
     def prepare_data(self) -> None:
-        if self.hparams.train_csv is None:
-            prepare_raw(self.hparams.root, self.hparams.download, self.hparams.check_md5)
+        if self.hparams.train_csv is None:  # remembered so setup() does not hash the 55 MB again
+            self._raw = prepare_raw(self.hparams.root, self.hparams.download, self.hparams.check_md5)
 
     def _load(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         hp = self.hparams
@@ -218,7 +226,8 @@ class FashionMNISTDataModule(L.LightningDataModule):
             if hp.test_csv is None:
                 raise DatasetError("data.train_csv is set but data.test_csv is not: give both CSV files")
             return (*read_csv(hp.train_csv), *read_csv(hp.test_csv))
-        raw = prepare_raw(hp.root, hp.download, hp.check_md5)
+        # prepare_data() runs on one process per node only (DDP): other processes verify here
+        raw = self._raw or prepare_raw(hp.root, hp.download, hp.check_md5)
         return (*load_split(raw.parent.parent, True), *load_split(raw.parent.parent, False))
 
     def setup(self, stage: str | None = None) -> None:

@@ -101,6 +101,15 @@ def test_tensor_batches_cover_epoch_once():
     assert not torch.equal(seen, torch.cat([b[1] for b in tb]))  # reshuffled each epoch
 
 
+def test_training_shards_have_equal_steps():
+    """DDP training: every rank must run the same number of steps, and the shares must not overlap."""
+    x, y = torch.arange(51).view(-1, 1), torch.arange(51)
+    shards = [D.TensorBatches(x, y, 5, shuffle=True, seed=3, rank=r, world_size=2) for r in (0, 1)]
+    assert len(shards[0]) == len(shards[1]) == 5
+    seen = [torch.cat([b[1] for b in s]) for s in shards]
+    assert len(seen[0]) == len(seen[1]) == 25 and not set(seen[0].tolist()) & set(seen[1].tolist())
+
+
 def test_tensor_batches_ranks_are_disjoint():
     x, y = torch.arange(50).view(-1, 1), torch.arange(50)
     shares = [torch.cat([b[1] for b in D.TensorBatches(x, y, 7, shuffle=False, rank=r, world_size=2)]) for r in (0, 1)]
