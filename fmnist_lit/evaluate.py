@@ -18,10 +18,8 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from fmnist_lit.csv_data import CSVFormatError
-from fmnist_lit.data import DatasetError
 from fmnist_lit.report import load_metrics, maybe_write_report
-from fmnist_lit.train import CONF_DIR, set_threads
+from fmnist_lit.train import CONF_DIR, USER_ERRORS, set_threads
 from fmnist_lit.utils import UserError, device_description, resolve_precision, write_json
 
 log = logging.getLogger(__name__)
@@ -106,6 +104,6 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 def main(cfg: DictConfig) -> None:
     try:
         evaluate(cfg)
-    except (UserError, DatasetError, CSVFormatError) as e:
+    except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -18,6 +18,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue
 
 from fmnist_lit.csv_data import CSVFormatError
 from fmnist_lit.data import CLASSES, DatasetError
@@ -31,6 +32,8 @@ from fmnist_lit.sweep import (
 from fmnist_lit.utils import UserError, device_description, resolve_precision, validate_config, write_json
 
 log = logging.getLogger(__name__)
+# mistakes in the user's input: reported as one `error:` line (exit 2), never a traceback
+USER_ERRORS = (UserError, DatasetError, CSVFormatError, MissingMandatoryValue)
 # the repo's conf/ (an absolute path: Hydra would otherwise look for a `conf` module inside the package)
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 START = time.time()  # wall clock from process start (imports included), for metrics.json
@@ -139,7 +142,7 @@ def main(cfg: DictConfig) -> float | None:
             if sweeper_wants_exceptions():
                 raise
             return None
-        if isinstance(e, (UserError, DatasetError, CSVFormatError)):
+        if isinstance(e, USER_ERRORS):
             print(f"error: {e}", file=sys.stderr)
             sys.exit(2)
         raise

@@ -79,6 +79,7 @@ def test_checkpoint_loads_weights_only(tmp_path, tiny_root):
     ("data.batch_size=0", "data.batch_size=0"),
     ("data.val_size=60000", "data.val_size=60000"),
     ("ckpt_path=/nonexistent.ckpt", "no such file"),
+    ("data=csv", "Missing mandatory value: data.train_csv"),
 ])
 def test_cli_errors_are_one_clear_line(tmp_path, tiny_root, override, message):
     proc, _ = train_cli(tmp_path, tiny_root, override)
