@@ -42,3 +42,21 @@ def test_eval_is_deterministic(name):
     net = build_net(name).eval()
     x = torch.randn(3, 1, 28, 28)
     assert torch.equal(net(x), net(x))
+
+
+def test_fast_cnn_layouts():
+    from fmnist_lit.models import FastCNN
+
+    # the original layout (pool_first=False, no extra convs) keeps its parameter names: older fast_cnn
+    # checkpoints still load into a net built from their saved config
+    old_keys = {"features.0.0.weight", "features.0.1.weight", "features.2.0.weight", "features.4.0.weight",
+                "head.2.weight"}
+    assert old_keys <= set(FastCNN((16, 32, 64)).state_dict())
+    net = FastCNN((16, 32, 64), pool_first=True, extra=(0, 0, 1))
+    assert net(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+    # conv -> pool -> BN -> ReLU: BN normalises the pooled (B, 16, 14, 14) maps
+    assert isinstance(net.features[0][1], torch.nn.MaxPool2d)
+    assert isinstance(net.features[0][2], torch.nn.BatchNorm2d)
+    assert sum(isinstance(m, torch.nn.Conv2d) for m in net.modules()) == 4
+    with pytest.raises(ValueError, match="one entry per stage"):
+        FastCNN((16, 32, 64), extra=(1,))
