@@ -47,16 +47,17 @@ def _mean_std(xs: list[float | None], nd: int) -> str:
 
 def tta_table(tta: dict[str, Any]) -> str:
     runs = tta["rows"]
-    out = [("| recipe | seed | s to 91% | s to 93% | test acc after each epoch | epoch end (s) "
+    out = [("| recipe | seed | s to 91% | s to 93% | s to first step | test acc after each epoch | epoch end (s) "
            "| final test acc (val-selected ckpt) | wall s | load before → after |"),
-           "|---|---:|---:|---:|---|---|---:|---:|---|"]
+           "|---|---:|---:|---:|---:|---|---|---:|---:|---|"]
     for r in runs:
         accs = ", ".join(f"{a:.4f}" for a in r["epoch_test_acc"])
         ends = ", ".join(f"{t:.0f}" for t in r["epoch_end_s"])
         final = f"{r['final_test_acc']:.4f}"
         if r.get("stopped_at_target"):
             final += f" (run stopped after epoch {r['epochs_run']}, at the target)"
-        out.append(f"| {r['recipe']} | {r['seed']} | {_f(r['s_to_91'], 1)} | {_f(r['s_to_93'], 1)} | {accs} "
+        out.append(f"| {r['recipe']} | {r['seed']} | {_f(r['s_to_91'], 1)} | {_f(r['s_to_93'], 1)} "
+                   f"| {_f(r.get('startup_s'), 1)} | {accs} "
                    f"| {ends} | {final} | {r['wall_s']:.1f} | {_load(r)} |")
     out += ["", "| recipe | runs | s to 91% (mean ± std) | final test acc (mean ± std) | final >= 91% | command |",
             "|---|---:|---|---|---:|---|"]

@@ -182,6 +182,8 @@ def time_to_accuracy(recipe: str, seed: int, args, out: Path) -> dict:
     res = {"recipe": recipe, "seed": seed, "s_to_91": first(0.91), "s_to_93": first(0.93),
            "epoch_test_acc": [round(r["test_acc"], 4) for r in rows],
            "epoch_end_s": [round(r["unix_time"] - t0, 1) for r in rows],
+           # launch -> first training step: interpreter, imports, config, data, trainer set-up
+           "startup_s": round(rows[0]["train_start_unix_time"] - t0, 1) if rows[0].get("train_start_unix_time") else None,
            "final_test_acc": round(metrics["test_acc"], 4), "epochs_run": metrics["epochs_run"],
            "stopped_at_target": bool(recipe == "default" and args.default_stop_at
                                      and any(r["test_acc"] >= args.default_stop_at for r in rows)), "best_epoch": metrics["best_epoch"],
