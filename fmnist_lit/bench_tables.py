@@ -23,6 +23,12 @@ def _load(row: dict[str, Any]) -> str:
     return f"{a[0]:.1f} → {b[0]:.1f}" if a and b else "–"
 
 
+def _train(row: dict[str, Any]) -> str:
+    """Median img/s; with --repeats, each interleaved repeat's own median after it."""
+    per = row.get("train_img_s_per_repeat")
+    return _f(row["train_img_s"]) + (f" ({' / '.join(_f(v) for v in per)})" if per else "")
+
+
 def throughput_table(thr: dict[str, Any]) -> str:
     rows = thr["rows"]
     cmds = "\n".join(f"- `{c}`" for c in dict.fromkeys(r["command"] for r in rows))
@@ -32,7 +38,7 @@ def throughput_table(thr: dict[str, Any]) -> str:
     for r in rows:
         ref = {p["path"]: p["train_img_s"] for p in rows if p["model"] == r["model"]}
         out.append(f"| {r['model']} | {r['path']} | {r['data']} | {r['precision']} | {r['channels_last']} "
-                   f"| {r['compile']} | {r['loop']} | {_f(r['train_img_s'])} | {_ratio(r['train_img_s'], ref.get('a'))} "
+                   f"| {r['compile']} | {r['loop']} | {_train(r)} | {_ratio(r['train_img_s'], ref.get('a'))} "
                    f"| {_ratio(r['train_img_s'], ref.get('e'))} | {_f(r.get('infer_img_s'))} "
                    f"| {_f(r['peak_rss_mb'])} | {_f(r.get('compile_s'), 1)} | {_load(r)} |")
     return "Commands:\n" + cmds + "\n\n" + "\n".join(out)
