@@ -55,7 +55,7 @@ class TimeToAccuracy(L.Callback):
     `{"epoch", "test_acc", "unix_time", "train_start_unix_time"}` to `<output_dir>/time_to_accuracy.json`; with
     `stop_at`, end the fit once test accuracy reaches it (the benchmark does this for the slow default recipe).
     `train_start_unix_time` (just before the first training step) splits start-up (imports, config, data,
-    trainer) from training in the benchmark's table.
+    trainer, and the sanity-check validation step where one runs) from training in the benchmark's table.
 
     Wall time is left to the caller (the benchmark subtracts its own launch time, so imports count). The
     test evaluation runs inside the timed run, so its own cost is included in every later time.

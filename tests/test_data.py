@@ -157,7 +157,8 @@ def test_fast_path_keeps_splits_on_the_accelerator(tiny_root, device, keep, expe
         x, y = next(iter(loader))
         assert x.device.type == y.device.type == expected and x.dtype == torch.uint8
         assert x.shape[1:] == (28, 28) and len(x) == len(y) == min(loader.batch_size, len(loader.x))
-    assert dm.train_x.device.type == "cpu"  # the module's own copies (report, TimeToAccuracy) stay on the host
+    # the module's own tensors stay on the host: the report and TimeToAccuracy read dm.test_x
+    assert dm.train_x.device.type == dm.test_x.device.type == "cpu"
 
 
 # --- CSV (seed 003's format) ---
