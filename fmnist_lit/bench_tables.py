@@ -23,6 +23,12 @@ def _load(row: dict[str, Any]) -> str:
     return f"{a[0]:.1f} → {b[0]:.1f}" if a and b else "–"
 
 
+def _train(row: dict[str, Any]) -> str:
+    """Median img/s; with --repeats, each interleaved repeat's own median after it."""
+    per = row.get("train_img_s_per_repeat")
+    return _f(row["train_img_s"]) + (f" ({' / '.join(_f(v) for v in per)})" if per else "")
+
+
 def throughput_table(thr: dict[str, Any]) -> str:
     rows = thr["rows"]
     cmds = "\n".join(f"- `{c}`" for c in dict.fromkeys(r["command"] for r in rows))
@@ -32,7 +38,7 @@ def throughput_table(thr: dict[str, Any]) -> str:
     for r in rows:
         ref = {p["path"]: p["train_img_s"] for p in rows if p["model"] == r["model"]}
         out.append(f"| {r['model']} | {r['path']} | {r['data']} | {r['precision']} | {r['channels_last']} "
-                   f"| {r['compile']} | {r['loop']} | {_f(r['train_img_s'])} | {_ratio(r['train_img_s'], ref.get('a'))} "
+                   f"| {r['compile']} | {r['loop']} | {_train(r)} | {_ratio(r['train_img_s'], ref.get('a'))} "
                    f"| {_ratio(r['train_img_s'], ref.get('e'))} | {_f(r.get('infer_img_s'))} "
                    f"| {_f(r['peak_rss_mb'])} | {_f(r.get('compile_s'), 1)} | {_load(r)} |")
     return "Commands:\n" + cmds + "\n\n" + "\n".join(out)
@@ -47,16 +53,17 @@ def _mean_std(xs: list[float | None], nd: int) -> str:
 
 def tta_table(tta: dict[str, Any]) -> str:
     runs = tta["rows"]
-    out = [("| recipe | seed | s to 91% | s to 93% | test acc after each epoch | epoch end (s) "
+    out = [("| recipe | seed | s to 91% | s to 93% | s to first step | test acc after each epoch | epoch end (s) "
            "| final test acc (val-selected ckpt) | wall s | load before → after |"),
-           "|---|---:|---:|---:|---|---|---:|---:|---|"]
+           "|---|---:|---:|---:|---:|---|---|---:|---:|---|"]
     for r in runs:
         accs = ", ".join(f"{a:.4f}" for a in r["epoch_test_acc"])
         ends = ", ".join(f"{t:.0f}" for t in r["epoch_end_s"])
         final = f"{r['final_test_acc']:.4f}"
         if r.get("stopped_at_target"):
             final += f" (run stopped after epoch {r['epochs_run']}, at the target)"
-        out.append(f"| {r['recipe']} | {r['seed']} | {_f(r['s_to_91'], 1)} | {_f(r['s_to_93'], 1)} | {accs} "
+        out.append(f"| {r['recipe']} | {r['seed']} | {_f(r['s_to_91'], 1)} | {_f(r['s_to_93'], 1)} "
+                   f"| {_f(r.get('startup_s'), 1)} | {accs} "
                    f"| {ends} | {final} | {r['wall_s']:.1f} | {_load(r)} |")
     out += ["", "| recipe | runs | s to 91% (mean ± std) | final test acc (mean ± std) | final >= 91% | command |",
             "|---|---:|---|---|---:|---|"]

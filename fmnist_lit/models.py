@@ -99,8 +99,9 @@ class FastCNN(nn.Module):
     """
 
     def __init__(self, widths: Sequence[int] = (16, 32, 64), dropout: float = 0.0, num_classes: int = 10,
-                 pool_first: bool = False, extra: Sequence[int] = (0, 0, 0)):
+                 pool_first: bool = False, extra: Sequence[int] | None = None):
         super().__init__()
+        extra = [0] * len(widths) if extra is None else extra
         if len(extra) != len(widths):
             raise ValueError(f"extra={list(extra)} needs one entry per stage (widths={list(widths)})")
         layers: list[nn.Module] = []

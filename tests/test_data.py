@@ -142,6 +142,25 @@ def test_pil_path_matches_fast_path(tiny_root):
     assert torch.allclose(img, D.normalize_uint8(dm.test_x[3:4])[0], atol=1e-6)
 
 
+@pytest.mark.parametrize(("device", "keep", "expected"), [("cpu", True, "cpu"), ("meta", True, "meta"),
+                                                          ("meta", False, "cpu")])
+def test_fast_path_keeps_splits_on_the_accelerator(tiny_root, device, keep, expected):
+    # no GPU in CI: the "meta" device stands in for one (any non-CPU root device of the trainer)
+    from types import SimpleNamespace
+
+    dm = D.FashionMNISTDataModule(root=str(tiny_root), val_size=100, batch_size=32, check_md5=False,
+                                  keep_on_device=keep)
+    dm.setup()
+    dm.trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device(device)), global_rank=0,
+                                 world_size=1)
+    for loader in (dm.train_dataloader(), dm.val_dataloader(), dm.test_dataloader()):
+        x, y = next(iter(loader))
+        assert x.device.type == y.device.type == expected and x.dtype == torch.uint8
+        assert x.shape[1:] == (28, 28) and len(x) == len(y) == min(loader.batch_size, len(loader.x))
+    # the module's own tensors stay on the host: the report and TimeToAccuracy read dm.test_x
+    assert dm.train_x.device.type == dm.test_x.device.type == "cpu"
+
+
 # --- CSV (seed 003's format) ---
 
 def test_csv_roundtrip(tmp_path):

@@ -47,11 +47,15 @@ def test_eval_is_deterministic(name):
 def test_fast_cnn_layouts():
     from fmnist_lit.models import FastCNN
 
-    # the original layout (pool_first=False, no extra convs) keeps its parameter names: older fast_cnn
-    # checkpoints still load into a net built from their saved config
-    old_keys = {"features.0.0.weight", "features.0.1.weight", "features.2.0.weight", "features.4.0.weight",
-                "head.2.weight"}
-    assert old_keys <= set(FastCNN((16, 32, 64)).state_dict())
+    # the original layout (pool_first=False, no extra convs) keeps its exact state_dict (names and shapes, as
+    # written before pool_first existed): older fast_cnn checkpoints still load strictly from their saved config
+    bn = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+    old = {"head.2.weight": (10, 64 * 9), "head.2.bias": (10,)}
+    for i, (c_in, c_out) in zip((0, 2, 4), ((1, 16), (16, 32), (32, 64))):
+        old[f"features.{i}.0.weight"] = (c_out, c_in, 3, 3)
+        old |= {f"features.{i}.1.{k}": () if k == "num_batches_tracked" else (c_out,) for k in bn}
+    assert {k: tuple(v.shape) for k, v in FastCNN((16, 32, 64)).state_dict().items()} == old
+    assert FastCNN((8, 16)).features[-1].__class__ is torch.nn.MaxPool2d  # any number of stages, extra optional
     net = FastCNN((16, 32, 64), pool_first=True, extra=(0, 0, 1))
     assert net(torch.randn(2, 1, 28, 28)).shape == (2, 10)
     # conv -> pool -> BN -> ReLU: BN normalises the pooled (B, 16, 14, 14) maps
