@@ -7,7 +7,7 @@ DATA_ROOT ?= data
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup system-data data train test test-slow lint clean-venv
+.PHONY: setup system-data data train test test-slow bench lint clean-venv
 
 # venv + editable install; redone only when pyproject.toml changes
 $(STAMP): pyproject.toml
@@ -41,6 +41,10 @@ test: setup system-data
 test-slow: setup system-data
 	@$(PY) -m pytest -m slow $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no slow tests"; exit 0; fi; exit $$rc
+
+# every number in docs/BENCHMARKS.md (~45 min on the 2-core CPU); parts via ARGS, e.g. ARGS="--no-throughput --tta fast"
+bench: data
+	$(PY) scripts/benchmark.py $(ARGS)
 
 lint: setup
 	$(PY) -m ruff check fmnist_lit scripts tests train.py
