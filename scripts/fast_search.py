@@ -58,7 +58,7 @@ def run(name: str, net_kw: dict, epochs: float, bs: int, lr: float, dm, threads:
             opt.step()
             sched.step()
             step += 1
-            if step % (per_epoch // 2) == 0 or step == steps:
+            if step % per_epoch in (0, per_epoch // 2) or step == steps:  # every half epoch and the end
                 train_s += time.perf_counter() - t0
                 net.eval()
                 with torch.no_grad():
