@@ -42,7 +42,7 @@ test-slow: setup system-data
 	@$(PY) -m pytest -m slow $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no slow tests"; exit 0; fi; exit $$rc
 
-# every number in docs/BENCHMARKS.md (~45 min on the 2-core CPU); parts via ARGS, e.g. ARGS="--no-throughput --tta fast"
+# the single-pass numbers in docs/BENCHMARKS.md (32 min measured on the 2-core CPU); parts via ARGS, e.g. ARGS="--no-throughput --tta fast"
 bench: data
 	$(PY) scripts/benchmark.py $(ARGS)
 

@@ -101,9 +101,10 @@ class FastCNN(nn.Module):
     def __init__(self, widths: Sequence[int] = (16, 32, 64), dropout: float = 0.0, num_classes: int = 10,
                  pool_first: bool = False, extra: Sequence[int] | None = None):
         super().__init__()
-        extra = [0] * len(widths) if extra is None else extra
-        if len(extra) != len(widths):
-            raise ValueError(f"extra={list(extra)} needs one entry per stage (widths={list(widths)})")
+        extra = [0] * len(widths) if extra is None else list(extra)
+        if len(extra) != len(widths) or any(not isinstance(n, int) or n < 0 for n in extra):
+            raise ValueError(f"extra={extra} needs one count >= 0 per stage of widths={list(widths)}, "
+                             f"e.g. model.net.extra={[0] * (len(widths) - 1) + [1]}")
         layers: list[nn.Module] = []
         c = 1
         for w, n_extra in zip(widths, extra):

@@ -62,5 +62,6 @@ def test_fast_cnn_layouts():
     assert isinstance(net.features[0][1], torch.nn.MaxPool2d)
     assert isinstance(net.features[0][2], torch.nn.BatchNorm2d)
     assert sum(isinstance(m, torch.nn.Conv2d) for m in net.modules()) == 4
-    with pytest.raises(ValueError, match="one entry per stage"):
-        FastCNN((16, 32, 64), extra=(1,))
+    for bad in ((1,), (0, 0, -1)):  # a count per stage, none negative (range(-1) would silently add nothing)
+        with pytest.raises(ValueError, match="one count >= 0 per stage"):
+            FastCNN((16, 32, 64), extra=bad)
