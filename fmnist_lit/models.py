@@ -92,7 +92,7 @@ class FastCNN(nn.Module):
 
     (B, 1, 28, 28) -> (B, w0, 14, 14) -> (B, w1, 7, 7) -> (B, w2, 3, 3) -> (B, 9 * w2) -> (B, 10).
     `pool_first`: conv -> pool -> BN -> ReLU (as in airbench) instead of conv -> BN -> ReLU -> pool. BN and ReLU
-    then run on 4x fewer activations; on the 2-core CPU this trained 1.5x faster at the same accuracy
+    then run on 4x fewer activations; on the 2-core CPU this trained 1.3x faster at the same accuracy
     (docs/BENCHMARKS.md). `extra[i]` more conv-BN-ReLU layers at stage i's pooled size: depth where it is cheap
     (a 64->64 conv on 3x3 maps is 0.33 MMAC).
     widths (16, 32, 64), extra (0, 0, 1): ~2.3 MMAC per image, a third of SimpleCNN's 7.6.
