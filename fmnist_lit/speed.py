@@ -23,14 +23,23 @@ class StepTimer(L.Callback):
     """Wall time (perf_counter, s) after every optimiser step; windows of `window` steps after `warmup` steps.
 
     The time between two `on_train_batch_end`s holds everything a step costs: fetching and transforming the batch,
-    forward, backward, optimiser, scheduler, logging and the progress bar.
+    forward, backward, optimiser, scheduler, logging and the progress bar. On a GPU it waits for the step's kernels
+    first: they run asynchronously, and a timer read while they are queued would time the launches only.
     """
 
     def __init__(self) -> None:
         self.times: list[float] = []
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        synchronize(pl_module.device)
         self.times.append(time.perf_counter())
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the kernels queued on a CUDA device, so that a perf_counter read next measures finished work; a
+    no-op on the CPU (its ops return when done)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def window_rates(times: list[float], batch: int, warmup: int, window: int) -> list[float]:
@@ -111,6 +120,17 @@ def peak_rss_mb() -> float:
     except OSError:
         pass
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # kB on Linux
+
+
+def reset_peak_gpu(device: torch.device) -> None:
+    """Reset CUDA's peak-allocation counter of `device`; a no-op on the CPU."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_gpu_mb(device: torch.device) -> float | None:
+    """Peak GPU memory held by tensors (MiB) since the last `reset_peak_gpu`; None on the CPU."""
+    return round(torch.cuda.max_memory_allocated(device) / 2**20, 1) if device.type == "cuda" else None
 
 
 def loadavg() -> list[float] | None:

@@ -26,6 +26,14 @@ def cpu_supports_bf16() -> bool:
         return False
 
 
+def native_bf16(accelerator: str) -> bool:
+    """True where bf16 autocast runs on native kernels of `accelerator` ("cpu" or "cuda"): a CUDA GPU of the Ampere
+    generation or later, or a CPU per `cpu_supports_bf16`. Elsewhere bf16 is emulated, hence slow."""
+    if accelerator in ("gpu", "cuda"):
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
+    return cpu_supports_bf16()
+
+
 def resolve_precision(precision: Any, accelerator: str) -> str:
     """`auto` -> `bf16-mixed` where the chosen device does bf16 natively, else `32-true`."""
     if str(precision) != "auto":

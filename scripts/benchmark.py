@@ -1,4 +1,5 @@
-"""Training/inference throughput of the issue-4 paths per model, and time-to-accuracy of whole runs.
+"""Training/inference throughput of the issue-4 paths per model, time-to-accuracy of whole runs, and bf16-mixed vs
+fp32 test accuracy of a whole recipe.
 
 Paths (all batch `--batch`, one process, same data):
   a       naive: torchvision per-image PIL -> ToTensor/Normalize through a DataLoader, fp32, NCHW (Lightning)
@@ -10,21 +11,28 @@ Paths (all batch `--batch`, one process, same data):
   e       a plain PyTorch loop over c's data, model, precision, optimiser and OneCycle: what Lightning adds
 Time-to-accuracy: `train.py` in a subprocess with a callback testing after every epoch; wall seconds from the
 subprocess launch (imports included) until test accuracy first reaches 91% / 93%.
+Precision comparison (--precision-compare): `train.py` at 32-true and at bf16-mixed, same seed, all else equal;
+test accuracy of the val-selected checkpoint. Refused where bf16 would be emulated (hours; --allow-emulated-bf16).
+--accelerator cuda runs all of it on the GPU; its rows sit beside the CPU's (every row has a device).
 
-python scripts/benchmark.py                        # everything; writes docs/benchmarks.json + tables in BENCHMARKS.md
-python scripts/benchmark.py --synthetic            # tiny synthetic data, seconds (the test suite's smoke test)
+python scripts/benchmark.py                        # everything on the CPU; writes docs/benchmarks.json + tables in
+                                                   # docs/BENCHMARKS.md (rows of the same key and device replaced)
+python scripts/benchmark.py --synthetic            # tiny synthetic data, seconds; writes only where --json/--md say
 python scripts/benchmark.py --models bn_gap --paths a c e --repeats 3 --tta   # interleaved a c e a c e a c e:
                                                    # ratios robust to a drifting, shared 2-core machine
+python scripts/benchmark.py --accelerator cuda     # the GPU rows (throughput and time to accuracy)
+python scripts/benchmark.py --no-throughput --tta --precision-compare [--accelerator cuda]   # bf16 vs fp32 after
+                                                   # the default recipe (bn_gap, 10 epochs); AMX/AVX512-BF16 or GPU
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 import time
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,18 +42,22 @@ import torch
 from hydra.utils import instantiate
 
 from fmnist_lit import bench_tables
+from fmnist_lit.bench_runs import check_bf16, precision_compare, time_to_accuracy
 from fmnist_lit.data import augment, normalize_uint8
 from fmnist_lit.speed import (
     StepTimer,
     loadavg,
     machine_info,
     median,
+    peak_gpu_mb,
     peak_rss_mb,
+    reset_peak_gpu,
     reset_peak_rss,
+    synchronize,
     window_rates,
 )
 from fmnist_lit.train import build_callbacks, build_loggers, set_threads
-from fmnist_lit.utils import resolve_precision, write_json
+from fmnist_lit.utils import UserError, native_bf16, resolve_precision, write_json
 from tests.conftest import compose_cfg, make_images, write_idx
 
 PATHS = {  # name: (fast data path, precision, channels_last, compile, loop)
@@ -58,13 +70,21 @@ PATHS = {  # name: (fast data path, precision, channels_last, compile, loop)
 }
 
 
-def plain_loop(cfg, dm, n_steps: int, precision: str) -> list[float]:
+def autocast(device: torch.device, precision: str) -> AbstractContextManager:
+    """What Lightning's precision plugin does around a forward pass: autocast for *-mixed, nothing for 32-true."""
+    dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(precision)
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
+
+
+def plain_loop(cfg, dm, n_steps: int, precision: str, device: torch.device) -> list[float]:
     """(e): the same net, optimiser, OneCycle, data and precision as Lightning path c, with no framework."""
     lit = instantiate(cfg.model)  # only to build the net exactly as the LightningModule does (channels_last)
-    net, crit, hp = lit.net, lit.criterion, dm.hparams
+    net, crit, hp = lit.net.to(device), lit.criterion, dm.hparams
     opt = instantiate(cfg.optimizer)(params=net.parameters())
     sched = instantiate(cfg.scheduler)(optimizer=opt, total_steps=n_steps) if cfg.get("scheduler") else None
-    bf16 = precision.startswith("bf16")
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "16-mixed")  # as Lightning's 16-mixed
+    # as data.keep_on_device does for c: the uint8 split on the device once, batches are slices there
+    dm.train_x, dm.train_y = dm.train_x.to(device), dm.train_y.to(device)
     times, it = [], iter(dm.train_dataloader())
     net.train()
     for _ in range(n_steps):
@@ -74,36 +94,41 @@ def plain_loop(cfg, dm, n_steps: int, precision: str) -> list[float]:
             x = augment(x, hp.augment_pad, hp.augment_flip)
         if hp.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        with autocast(device, precision):
             loss = crit(net(x).float(), y)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
         if sched is not None:
             sched.step()
+        synchronize(device)  # a GPU queues kernels: time finished steps
         times.append(time.perf_counter())
     return times
 
 
 @torch.no_grad()
-def inference_rates(net, dm, batch: int, n_windows: int, precision: str) -> list[float]:
+def inference_rates(net, dm, batch: int, n_windows: int, precision: str, device: torch.device) -> list[float]:
     """Images/s of `n_windows` single-batch forward passes on test images (after one warm-up batch), through the
-    path's own data pipeline (PIL DataLoader for a, tensor slices otherwise)."""
-    net.eval()
-    hp, bf16 = dm.hparams, precision.startswith("bf16")
+    path's own data pipeline (PIL DataLoader for a, tensor slices otherwise, of the split kept on the device)."""
+    net.eval().to(device)  # Lightning moves the module back to the CPU after fit
+    hp = dm.hparams
     if hp.fast:
-        batches = ((dm.test_x[i * batch:(i + 1) * batch], None) for i in range(n_windows + 1))
+        test_x = dm.test_x.to(device)
+        batches = ((test_x[i * batch:(i + 1) * batch], None) for i in range(n_windows + 1))
     else:
         batches = iter(torch.utils.data.DataLoader(dm.test_dataloader().dataset, batch_size=batch))
     rates = []
     for i in range(n_windows + 1):
         t = time.perf_counter()
         x, _ = next(batches)
+        x = x.to(device)
         x = normalize_uint8(x) if x.dtype == torch.uint8 else x
         if hp.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        with autocast(device, precision):
             net(x)
+        synchronize(device)
         if i:  # batch 0 is the warm-up
             rates.append(len(x) / (time.perf_counter() - t))
     return rates
@@ -113,26 +138,30 @@ def run_path(model: str, path: str, args, out: Path) -> dict:
     import lightning as L
 
     fast, precision, cl, comp, loop = PATHS[path]
-    # bf16 without native kernels is ~10x slower: fewer steps (OneCycle needs >= 6 steps)
-    warmup, window, n_win = (1, max(2, args.window // 3), 3) if path == "c_bf16" else (
-        args.warmup, args.window, args.windows)
+    gpu = args.accelerator == "cuda"
+    device = torch.device("cuda" if gpu else "cpu")
+    # bf16 without native kernels is many times slower than fp32: fewer steps (OneCycle needs >= 6 steps)
+    warmup, window, n_win = (1, max(2, args.window // 3), 3) if path == "c_bf16" and not native_bf16(
+        args.accelerator) else (args.warmup, args.window, args.windows)
     n_steps = warmup + window * n_win
     cfg = compose_cfg(out / f"{model}_{path}", args.data_root, tiny=False, overrides=[
         f"model={model}", *args.data_overrides, f"data.fast={fast}", f"data.batch_size={args.batch}", f"trainer.precision={precision}",
-        f"model.channels_last={cl}", f"model.compile={comp}", "trainer.accelerator=cpu", "trainer.max_epochs=1",
+        f"model.channels_last={cl}", f"model.compile={comp}", f"trainer.accelerator={'gpu' if gpu else 'cpu'}",
+        f"data.keep_on_device={gpu}", "trainer.max_epochs=1",
         f"trainer.limit_train_batches={n_steps}", "trainer.limit_val_batches=0", "trainer.num_sanity_val_steps=0",
         "callbacks.model_checkpoint=null", "callbacks.model_summary=null", "seed=0",
         f"threads={args.threads if args.threads else 'null'}"])
     L.seed_everything(0, verbose=False)
     set_threads(cfg.get("threads"))
-    prec = resolve_precision(precision, "cpu")
+    prec = resolve_precision(precision, args.accelerator)
     dm = instantiate(cfg.data)
     dm.setup("fit")
     load0 = loadavg()
     reset_peak_rss()
+    reset_peak_gpu(device)
     t_start = time.perf_counter()
     if loop == "plain":
-        times = plain_loop(cfg, dm, n_steps, prec)
+        times = plain_loop(cfg, dm, n_steps, prec, device)
         net = None
     else:
         lit, timer = instantiate(cfg.model), StepTimer()
@@ -143,56 +172,21 @@ def run_path(model: str, path: str, args, out: Path) -> dict:
     rates = window_rates(times, args.batch, warmup, window)
     step_s = args.batch / median(rates) if rates else None
     row = {
-        "model": model, "path": path, "data": "fast" if fast else "torchvision PIL DataLoader", "precision": prec,
-        "channels_last": cl, "compile": comp, "loop": loop, "batch": args.batch, "threads": torch.get_num_threads(),
+        "model": model, "path": path, "device": args.device,
+        "data": "fast" if fast else "torchvision PIL DataLoader", "precision": prec, "channels_last": cl, "compile": comp, "loop": loop, "batch": args.batch, "threads": torch.get_num_threads(),
         "steps": f"{warmup} warm-up + {n_win} x {window}", "train_img_s": median(rates),
         "train_img_s_windows": [round(r, 1) for r in rates],
         # the first step holds the compilation (forward and backward graphs): its excess over a normal step
         "compile_s": round(times[0] - t_start - step_s, 1) if comp and step_s else None,
-        "peak_rss_mb": peak_rss_mb(), "loadavg_before": load0,
+        "peak_rss_mb": peak_rss_mb(), "peak_gpu_mb": peak_gpu_mb(device), "loadavg_before": load0,
     }
     if loop == "lightning":  # (e) would repeat c's numbers
         # a compiled net would recompile for eval mode; inference is timed on the net it wraps
         net = getattr(net, "_orig_mod", net)
-        row["infer_img_s"] = median(inference_rates(net, dm, args.batch, n_win, prec))
+        row["infer_img_s"] = median(inference_rates(net, dm, args.batch, n_win, prec, device))
     row["loadavg_after"] = loadavg()
     print(json.dumps({k: v for k, v in row.items() if k != "train_img_s_windows"}), flush=True)
     return row
-
-
-def time_to_accuracy(recipe: str, seed: int, args, out: Path) -> dict:
-    """One full `train.py` run in a subprocess; test accuracy after every epoch (never used for selection)."""
-    run_dir = out / f"tta_{recipe}_{seed}"
-    overrides = ([] if recipe == "default" else [f"experiment={recipe}"]) + [
-        f"seed={seed}", f"hydra.run.dir={run_dir}", "+callbacks.tta._target_=fmnist_lit.speed.TimeToAccuracy",
-        "+callbacks.tta.output_dir=${paths.output_dir}", *args.data_overrides, *args.tta_overrides]
-    if recipe == "default" and args.default_stop_at:
-        # the schedule stays the full run's (OneCycle over max_epochs); only the epochs after the target are cut
-        overrides.append(f"+callbacks.tta.stop_at={args.default_stop_at}")
-    cmd = [sys.executable, str(ROOT / "train.py"), *overrides]
-    load0, t0 = loadavg(), time.time()
-    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, cwd=ROOT)
-    wall = time.time() - t0
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
-    rows = json.loads((run_dir / "time_to_accuracy.json").read_text())
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-
-    def first(th: float) -> float | None:
-        return next((round(r["unix_time"] - t0, 1) for r in rows if r["test_acc"] >= th), None)
-
-    res = {"recipe": recipe, "seed": seed, "s_to_91": first(0.91), "s_to_93": first(0.93),
-           "epoch_test_acc": [round(r["test_acc"], 4) for r in rows],
-           "epoch_end_s": [round(r["unix_time"] - t0, 1) for r in rows],
-           # launch -> first training step: interpreter, imports, config, data, trainer set-up
-           "startup_s": round(rows[0]["train_start_unix_time"] - t0, 1) if rows[0].get("train_start_unix_time") else None,
-           "final_test_acc": round(metrics["test_acc"], 4), "epochs_run": metrics["epochs_run"],
-           "stopped_at_target": bool(recipe == "default" and args.default_stop_at
-                                     and any(r["test_acc"] >= args.default_stop_at for r in rows)), "best_epoch": metrics["best_epoch"],
-           "wall_s": round(wall, 1), "loadavg_before": load0, "loadavg_after": loadavg(),
-           "command": "python train.py " + " ".join(o for o in overrides if not o.startswith(("hydra.run.dir", "data.root")))}
-    print(json.dumps(res), flush=True)
-    return res
 
 
 def pool_repeats(runs: list[dict]) -> dict:
@@ -207,16 +201,11 @@ def pool_repeats(runs: list[dict]) -> dict:
     infer = [r["infer_img_s"] for r in runs if r.get("infer_img_s")]
     row["infer_img_s"] = median(infer) if infer else None
     row["peak_rss_mb"] = max(r["peak_rss_mb"] for r in runs)
+    row["peak_gpu_mb"] = max((r["peak_gpu_mb"] for r in runs if r["peak_gpu_mb"] is not None), default=None)
     # compile caches persist in the process: only the first repeat compiled cold, and that is the cost a user pays
     row["compile_s"] = runs[0].get("compile_s")
     row["loadavg_after"] = runs[-1]["loadavg_after"]
     return row
-
-
-def merge(res: dict, section: str, new: list[dict], key: tuple[str, ...]) -> None:
-    keep = [r for r in res.get(section, {}).get("rows", []) if tuple(r[k] for k in key) not in
-            {tuple(n[k] for k in key) for n in new}]
-    res[section] = {"rows": keep + new, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
 
 
 def make_synthetic(root: Path) -> None:
@@ -243,47 +232,78 @@ def main(argv: list[str] | None = None) -> int:
                    help="stop the default recipe once test acc reaches this (0 = run all epochs)")
     p.add_argument("--tta-overrides", nargs="*", default=[], help="extra train.py overrides for those runs")
     p.add_argument("--no-throughput", action="store_true")
+    p.add_argument("--precision-compare", action="store_true",
+                   help="train the recipe at 32-true and at bf16-mixed per seed; compare test accuracy")
+    p.add_argument("--precision-seeds", nargs="+", type=int, default=[0])
+    p.add_argument("--precision-overrides", nargs="*", default=[],
+                   help="train.py overrides naming the compared recipe; none = the default (bn_gap, 10 epochs)")
+    p.add_argument("--allow-emulated-bf16", action="store_true",
+                   help="run --precision-compare even where bf16 is emulated (takes hours on real data)")
+    p.add_argument("--accelerator", choices=["cpu", "cuda"], default="cpu",
+                   help="device of every measurement; rows record it, and other devices' rows are kept")
     p.add_argument("--synthetic", action="store_true", help="tiny fake data, few steps: a smoke test")
-    p.add_argument("--json", type=Path, default=ROOT / "docs" / "benchmarks.json")
-    p.add_argument("--md", type=Path, default=ROOT / "docs" / "BENCHMARKS.md", help="tables are rewritten in it")
+    p.add_argument("--json", type=Path, help="default: docs/benchmarks.json (with --synthetic: not written)")
+    p.add_argument("--md", type=Path,
+                   help="its tables are rewritten; default: docs/BENCHMARKS.md (with --synthetic: none)")
     args = p.parse_args(argv)
     args.tta = [r for r in args.tta if r]
     if args.repeats < 1:
         p.error(f"--repeats must be >= 1 (got {args.repeats})")
+    if args.accelerator == "cuda" and not torch.cuda.is_available():
+        p.error(f"--accelerator cuda: torch {torch.__version__} sees no CUDA GPU here (torch.cuda.is_available() is "
+                "False); run on a machine with an NVIDIA GPU and a CUDA build of torch, or use --accelerator cpu")
+    if args.precision_compare and not args.synthetic:
+        try:
+            check_bf16(args.accelerator, args.allow_emulated_bf16)
+        except UserError as e:
+            p.error(str(e))
+    if not args.synthetic:  # a smoke test's numbers reach the docs only where --json / --md send them
+        args.json = args.json or ROOT / "docs" / "benchmarks.json"
+        args.md = args.md or ROOT / "docs" / "BENCHMARKS.md"
+    args.device = torch.cuda.get_device_name(0) if args.accelerator == "cuda" else "cpu"
     command = "python scripts/benchmark.py " + " ".join(argv if argv is not None else sys.argv[1:])
 
     with tempfile.TemporaryDirectory(prefix="fmnist_bench_") as tmp:
         out = Path(tmp)
-        args.data_overrides = []
+        args.data_root, args.data_overrides, args.smoke_overrides = ROOT / "data", [], []
         if args.synthetic:
             make_synthetic(out / "data")
             args.data_root = out / "data"
-            args.data_overrides = ["logger=csv", "data.check_md5=false", "data.download=false",
-                                   "data.val_size=100", "data.eval_batch_size=100"]
-            # one thread: a smoke test must not depend on idle cores (2 OpenMP threads on a busy box spin-wait)
-            args.tta_overrides = [*args.tta_overrides, "trainer.max_epochs=1", "logger=csv",
-                                  "callbacks.progress_bar=null", "threads=1"]
+            args.data_overrides = [f"data.root={args.data_root}", "logger=csv", "data.check_md5=false",
+                                   "data.download=false", "data.val_size=100", "data.eval_batch_size=100"]
+            # batch 32: 16 steps on 500 images (OneCycle needs several); one thread: a smoke test must not depend
+            # on idle cores (2 OpenMP threads on a busy box spin-wait)
+            args.smoke_overrides = ["trainer.max_epochs=1", "data.batch_size=32", "callbacks.progress_bar=null",
+                                    "threads=1"]
             args.batch, args.warmup, args.window, args.windows, args.threads = 32, 1, 2, 2, 1
-        else:
-            args.data_root, args.data_overrides = ROOT / "data", []
-        res = json.loads(args.json.read_text()) if args.json.exists() and not args.synthetic else {}
-        res["machine"] = machine_info()
-        # new rows replace the JSON's rows of the same (model, path) / (recipe, seed), so parts can be re-run
+        res = json.loads(args.json.read_text()) if args.json and args.json.exists() and not args.synthetic else {}
+        bench_tables.upgrade(res)
+        machine = machine_info()
+        # new rows replace the JSON's rows of the same key (model, path / recipe, seed ...) and device, so parts
+        # can be re-run, and rows of other devices stay
+
+        def save(section: str, rows: list[dict], key: tuple[str, ...]) -> None:
+            bench_tables.merge(res, section, rows, key, machine)
+            if args.json:  # after every part: a long run should not lose the parts before it
+                args.json.parent.mkdir(parents=True, exist_ok=True)
+                write_json(args.json, res)
+
         if not args.no_throughput:
             # --repeats R: every (model, path) R times, interleaved (a b c .. a b c ..), so slow drift of a shared
             # or throttled machine hits every path alike; the windows of all repeats are pooled into one median
             runs = [run_path(m, path, args, out) for _ in range(args.repeats) for m in args.models
                     for path in args.paths]
-            rows = [{**pool_repeats([r for r in runs if (r["model"], r["path"]) == key]), "command": command}
-                    for key in dict.fromkeys((r["model"], r["path"]) for r in runs)]
-            merge(res, "throughput", rows, ("model", "path"))
-        for recipe in args.tta:
-            runs = [{**time_to_accuracy(recipe, s, args, out), "benchmark_command": command}
-                    for s in (args.default_seeds if recipe == "default" else args.tta_seeds)]
-            merge(res, "time_to_accuracy", runs, ("recipe", "seed"))
-            write_json(args.json, res)  # a long default-recipe run should not lose the fast ones
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    write_json(args.json, res)
+            keys = dict.fromkeys((r["model"], r["path"]) for r in runs)
+            save("throughput", [{**pool_repeats([r for r in runs if (r["model"], r["path"]) == k]), "command": command}
+                                for k in keys], ("model", "path", "device"))
+        for recipe in args.tta:  # rows' "command" is the train.py command; the benchmark's is kept beside it
+            save("time_to_accuracy", [{**time_to_accuracy(recipe, s, args, out), "benchmark_command": command}
+                                      for s in (args.default_seeds if recipe == "default" else args.tta_seeds)],
+                 ("recipe", "seed", "device"))
+        for seed in args.precision_seeds if args.precision_compare else []:
+            save("precision_compare", [{**r, "benchmark_command": command}
+                                       for r in precision_compare(seed, args, out)],
+                 ("recipe", "seed", "precision", "device"))
     if args.md is not None:
         bench_tables.update_markdown(args.md, res)
     print(bench_tables.tables(res))
