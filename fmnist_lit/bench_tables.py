@@ -1,8 +1,8 @@
 """`docs/benchmarks.json` (written by `scripts/benchmark.py`): how new rows merge into it, its markdown tables, and
 their refresh inside `docs/BENCHMARKS.md` between two marker comments (the prose around them is kept).
 
-The JSON has one section per measurement (throughput, time_to_accuracy, precision_compare), each with its `rows`,
-the `date` of its last update and, per device, the `machines` that measured its rows.
+The JSON has one section per measurement (throughput, time_to_accuracy, precision_compare, recipe_search), each
+with its `rows`, the `date` of its last update and, per device, the `machines` that measured its rows.
 """
 
 from __future__ import annotations
@@ -13,13 +13,14 @@ from pathlib import Path
 from typing import Any
 
 START, END = "<!-- benchmark-tables:start -->", "<!-- benchmark-tables:end -->"
-SECTIONS = ("throughput", "time_to_accuracy", "precision_compare")
+SECTIONS = ("throughput", "time_to_accuracy", "precision_compare", "recipe_search")
 PRECISIONS = ("32-true", "bf16-mixed")  # the pair of --precision-compare, fp32 first
 TOLERANCE_PT = 0.3  # issue 4: bf16-mixed test accuracy within 0.3 points of fp32's
 
 
 def device(row: dict[str, Any]) -> str:
-    """The device that measured a row: "cpu" or the GPU's name. Rows from before GPU support were all CPU rows."""
+    """The device that measured a row: "cpu: <CPU name>" or the GPU's name; a bare "cpu" for rows written before
+    devices were recorded (`upgrade` names their CPU)."""
     return row.get("device", "cpu")
 
 
@@ -28,12 +29,24 @@ def _key(row: dict[str, Any], key: tuple[str, ...]) -> tuple:
 
 
 def upgrade(res: dict[str, Any]) -> None:
-    """JSON from before GPU support holds one top-level `machine`, which measured every row (on its CPU): it becomes
-    each section's machine for the device "cpu", so that a GPU run's machine cannot be mistaken for it."""
+    """Older JSON: one top-level `machine` that measured every row, and rows with no device or the bare device "cpu".
+    Such rows get the device "cpu: <that machine's CPU>", as new CPU rows do, so that rows from two CPUs are never
+    merged, compared or credited to the wrong machine."""
     legacy = res.pop("machine", None)
     for name in SECTIONS:
-        if legacy is not None and name in res:
-            res[name].setdefault("machines", {"cpu": legacy})
+        sec = res.get(name)
+        if sec is None:
+            continue
+        machines = sec.setdefault("machines", {})
+        if legacy is not None:
+            machines.setdefault("cpu", legacy)
+        if "cpu" in machines:
+            m = machines.pop("cpu")
+            dev = f"cpu: {m.get('cpu', 'unknown')}"
+            machines.setdefault(dev, m)
+            for r in sec["rows"]:
+                if device(r) == "cpu":
+                    r["device"] = dev
 
 
 def merge(res: dict[str, Any], section: str, new: list[dict[str, Any]], key: tuple[str, ...],
@@ -147,6 +160,21 @@ def precision_table(sec: dict[str, Any]) -> str:
             "chosen on validation accuracy.")
 
 
+def search_table(sec: dict[str, Any]) -> str:
+    """One line per candidate of scripts/fast_search.py: each seed's training seconds and final val accuracy."""
+    rows = sec["rows"]
+    out = ["| candidate | net | epochs | batch | peak LR | seeds | training s | val acc at the end | mean ± std |",
+           "|---|---|---:|---:|---:|---|---|---|---|"]
+    for cand, dev in dict.fromkeys((r["candidate"], device(r)) for r in rows):
+        rs = sorted((r for r in rows if (r["candidate"], device(r)) == (cand, dev)), key=lambda r: r["seed"])
+        first, accs = rs[0], [100 * r["val_acc"] for r in rs]
+        out.append(f"| `{cand}` | {first['net']} | {first['epochs']:g} | {first['batch']} | {first['peak_lr']:g} "
+                   f"| {' / '.join(str(r['seed']) for r in rs)} | {' / '.join(_f(r['train_s'], 1) for r in rs)} "
+                   f"| {' / '.join(f'{a:.2f}%' for a in accs)} | {_mean_std(accs, 2) if len(rs) > 1 else '–'} |")
+    return (_commands(rows, "benchmark_command") + "\n\n" + "\n".join(out) + "\n\nTraining seconds exclude the "
+            "validation passes (every half epoch); validation is the 5k split carved out of the training set.")
+
+
 def _describe(m: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in m.items() if k != "date")
 
@@ -157,7 +185,9 @@ def tables(res: dict[str, Any]) -> str:
         parts.append("Machine: " + _describe(res["machine"]))
     for name, title, table in (("throughput", "Throughput", throughput_table),
                                ("time_to_accuracy", "Time to accuracy", tta_table),
-                               ("precision_compare", "bf16-mixed vs fp32 test accuracy", precision_table)):
+                               ("precision_compare", "bf16-mixed vs fp32 test accuracy", precision_table),
+                               ("recipe_search", "Recipe search for experiment=fast (validation accuracy)",
+                                search_table)):
         if name not in res:
             continue
         parts.append(f"### {title} ({res[name]['date']})")

@@ -35,12 +35,13 @@ def native_bf16(accelerator: str) -> bool:
 
 
 def resolve_precision(precision: Any, accelerator: str) -> str:
-    """`auto` -> `bf16-mixed` where the chosen device does bf16 natively, else `32-true`."""
+    """`auto` -> `bf16-mixed` where the chosen device does bf16 natively; else `16-mixed` on a GPU, `32-true` on
+    a CPU."""
     if str(precision) != "auto":
         return str(precision)
     gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
     if gpu:
-        return "bf16-mixed" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "16-mixed"
+        return "bf16-mixed" if native_bf16("cuda") else "16-mixed"  # pre-Ampere GPUs emulate bf16: fp16 there
     return "bf16-mixed" if cpu_supports_bf16() else "32-true"
 
 

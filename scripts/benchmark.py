@@ -5,7 +5,7 @@ Paths (all batch `--batch`, one process, same data):
   a       naive: torchvision per-image PIL -> ToTensor/Normalize through a DataLoader, fp32, NCHW (Lightning)
   b       the fast path (uint8 tensor in memory, per-batch normalise), fp32, NCHW (Lightning)
   c       the fast path with the project default: precision=auto (bf16-mixed where the CPU/GPU does bf16 natively,
-          else fp32) + channels_last (Lightning)
+          else fp16-mixed on a GPU, fp32 on a CPU) + channels_last (Lightning)
   c_bf16  c forced to bf16-mixed (the issue's literal (c); emulated, hence slow, on CPUs without AVX512-BF16/AMX)
   d       c + torch.compile (model.compile=true); compile seconds reported separately
   e       a plain PyTorch loop over c's data, model, precision, optimiser and OneCycle: what Lightning adds
@@ -21,6 +21,8 @@ python scripts/benchmark.py --synthetic            # tiny synthetic data, second
 python scripts/benchmark.py --models bn_gap --paths a c e --repeats 3 --tta   # interleaved a c e a c e a c e:
                                                    # ratios robust to a drifting, shared 2-core machine
 python scripts/benchmark.py --accelerator cuda     # the GPU rows (throughput and time to accuracy)
+python scripts/benchmark.py --no-throughput --tta --search [CANDIDATE ...] [--search-seeds 0 1 2]   # the fast
+                                                   # recipe's search (scripts/fast_search.py), validation only
 python scripts/benchmark.py --no-throughput --tta --precision-compare [--accelerator cuda]   # bf16 vs fp32 after
                                                    # the default recipe (bn_gap, 10 epochs); AMX/AVX512-BF16 or GPU
 """
@@ -28,12 +30,15 @@ python scripts/benchmark.py --no-throughput --tta --precision-compare [--acceler
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
+import os
 import sys
 import tempfile
 import time
 from contextlib import AbstractContextManager
 from pathlib import Path
+from types import ModuleType
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # this checkout's package, whatever the venv's editable install points at
@@ -43,7 +48,7 @@ from hydra.utils import instantiate
 
 from fmnist_lit import bench_tables
 from fmnist_lit.bench_runs import check_bf16, precision_compare, time_to_accuracy
-from fmnist_lit.data import augment, normalize_uint8
+from fmnist_lit.data import FashionMNISTDataModule, augment, normalize_uint8
 from fmnist_lit.speed import (
     StepTimer,
     loadavg,
@@ -57,7 +62,7 @@ from fmnist_lit.speed import (
     window_rates,
 )
 from fmnist_lit.train import build_callbacks, build_loggers, set_threads
-from fmnist_lit.utils import UserError, native_bf16, resolve_precision, write_json
+from fmnist_lit.utils import UserError, cpu_name, native_bf16, resolve_precision, write_json
 from tests.conftest import compose_cfg, make_images, write_idx
 
 PATHS = {  # name: (fast data path, precision, channels_last, compile, loop)
@@ -208,6 +213,14 @@ def pool_repeats(runs: list[dict]) -> dict:
     return row
 
 
+def load_script(name: str) -> ModuleType:
+    """A sibling script (scripts/<name>.py) as a module, however this one was started."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def make_synthetic(root: Path) -> None:
     """600/200 learnable fake images in torchvision's IDX layout (class k = a bright square at place k)."""
     raw = root / "FashionMNIST" / "raw"
@@ -241,6 +254,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="run --precision-compare even where bf16 is emulated (takes hours on real data)")
     p.add_argument("--accelerator", choices=["cpu", "cuda"], default="cpu",
                    help="device of every measurement; rows record it, and other devices' rows are kept")
+    p.add_argument("--search", nargs="*", default=None, metavar="CANDIDATE",
+                   help="the experiment=fast recipe search (scripts/fast_search.py, validation accuracy only); "
+                        "no names = every candidate")
+    p.add_argument("--search-seeds", nargs="+", type=int, default=[0])
     p.add_argument("--synthetic", action="store_true", help="tiny fake data, few steps: a smoke test")
     p.add_argument("--json", type=Path, help="default: docs/benchmarks.json (with --synthetic: not written)")
     p.add_argument("--md", type=Path,
@@ -252,15 +269,24 @@ def main(argv: list[str] | None = None) -> int:
     if args.accelerator == "cuda" and not torch.cuda.is_available():
         p.error(f"--accelerator cuda: torch {torch.__version__} sees no CUDA GPU here (torch.cuda.is_available() is "
                 "False); run on a machine with an NVIDIA GPU and a CUDA build of torch, or use --accelerator cpu")
+    fast_search = load_script("fast_search") if args.search is not None else None
+    if args.search and set(args.search) - set(fast_search.CANDIDATES):
+        p.error(f"--search: unknown {sorted(set(args.search) - set(fast_search.CANDIDATES))}; "
+                f"candidates: {', '.join(fast_search.CANDIDATES)}")
     if args.precision_compare and not args.synthetic:
         try:
             check_bf16(args.accelerator, args.allow_emulated_bf16)
         except UserError as e:
             p.error(str(e))
+    docs = (ROOT / "docs").resolve()
+    if args.synthetic and any(f is not None and f.resolve().is_relative_to(docs) for f in (args.json, args.md)):
+        p.error("--synthetic measures fake data: send its --json / --md outside docs/ (e.g. --json /tmp/b.json "
+                "--md /tmp/b.md), so the measured numbers there stay")
     if not args.synthetic:  # a smoke test's numbers reach the docs only where --json / --md send them
         args.json = args.json or ROOT / "docs" / "benchmarks.json"
         args.md = args.md or ROOT / "docs" / "BENCHMARKS.md"
-    args.device = torch.cuda.get_device_name(0) if args.accelerator == "cuda" else "cpu"
+    # the CPU's name too: rows of two different CPUs must not replace or be compared with each other
+    args.device = torch.cuda.get_device_name(0) if args.accelerator == "cuda" else f"cpu: {cpu_name()}"
     command = "python scripts/benchmark.py " + " ".join(argv if argv is not None else sys.argv[1:])
 
     with tempfile.TemporaryDirectory(prefix="fmnist_bench_") as tmp:
@@ -304,6 +330,15 @@ def main(argv: list[str] | None = None) -> int:
             save("precision_compare", [{**r, "benchmark_command": command}
                                        for r in precision_compare(seed, args, out)],
                  ("recipe", "seed", "precision", "device"))
+        if fast_search is not None:  # plain-PyTorch loop on the CPU, validation accuracy only (never test)
+            smoke = {"check_md5": False, "download": False, "val_size": 100} if args.synthetic else {}
+            dm = FashionMNISTDataModule(root=str(args.data_root), **smoke)
+            dm.setup()
+            try:
+                rows = fast_search.search(args.search, args.search_seeds, args.threads or os.cpu_count() or 1, dm)
+            except ValueError as e:  # too few steps for the data (tiny smoke data only)
+                p.error(f"--search: {e}")
+            save("recipe_search", [{**r, "benchmark_command": command} for r in rows], ("candidate", "seed", "device"))
     if args.md is not None:
         bench_tables.update_markdown(args.md, res)
     print(bench_tables.tables(res))

@@ -1,6 +1,7 @@
 """Plain-PyTorch search for `experiment=fast`: train candidate (net, epochs, batch, lr) on the 55k training
 split and score on the 5k validation split (never the test set), printing training seconds (validation excluded)
-and val accuracy every half epoch. The numbers behind the recipe in docs/BENCHMARKS.md come from
+and val accuracy every half epoch. `scripts/benchmark.py --search` runs it and writes the "Recipe search" table
+of docs/BENCHMARKS.md; on its own it only prints:
 
 python scripts/fast_search.py                    # every candidate, 2 threads, seed 0 (~6 min on the 2-core CPU)
 python scripts/fast_search.py --only pf2-e2-b128 --seeds 0 1 2
@@ -13,14 +14,17 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's package, not the venv's
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # this checkout's package, not the venv's
 
 import torch
 from torch import nn
 
 from fmnist_lit.data import FashionMNISTDataModule, normalize_uint8
 from fmnist_lit.models import FastCNN
+from fmnist_lit.utils import cpu_name
 
 W16, W24 = (16, 32, 64), (24, 48, 96)
 PF, PF2 = {"pool_first": True}, {"pool_first": True, "extra": (0, 0, 1)}
@@ -58,18 +62,28 @@ CANDIDATES = {  # name: (FastCNN kwargs or a net builder, epochs, batch, peak lr
 }
 
 
-def run(name: str, net_kw: dict | Callable[[], nn.Module], epochs: float, bs: int, lr: float, dm, threads: int, seed: int) -> None:
+def describe(net_kw: dict | Callable[[], nn.Module]) -> str:
+    if callable(net_kw):
+        return net_kw.__name__
+    kw = {"widths": (16, 32, 64), "pool_first": False, "extra": None, **net_kw}
+    return (f"FastCNN {'/'.join(map(str, kw['widths']))}, {'pool first' if kw['pool_first'] else 'conv-BN-ReLU-pool'}"
+            + (f", extra={list(kw['extra'])}" if kw["extra"] else ""))
+
+
+def run(name: str, net_kw: dict | Callable[[], nn.Module], epochs: float, bs: int, lr: float, dm, threads: int,
+        seed: int) -> dict[str, Any]:
+    """Train one candidate on `dm`'s training split; validation accuracy every half epoch and at the end."""
     torch.manual_seed(seed)
     torch.set_num_threads(threads)
     net = (net_kw() if callable(net_kw) else FastCNN(**net_kw)).to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=5e-4, fused=True)  # as experiment=fast
     n = len(dm.train_x)
-    per_epoch = n // bs
+    per_epoch = max(1, n // bs)  # a batch larger than the split (tiny smoke data): one short step per epoch
     steps = int(epochs * per_epoch)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.25)
     crit = nn.CrossEntropyLoss(label_smoothing=0.1)
     xv = normalize_uint8(dm.val_x).contiguous(memory_format=torch.channels_last)  # (5000, 1, 28, 28)
-    train_s, step, scores = 0.0, 0, []
+    train_s, step, scores = 0.0, 0, {}
     while step < steps:
         order = torch.randperm(n)
         t0 = time.perf_counter()
@@ -88,25 +102,46 @@ def run(name: str, net_kw: dict | Callable[[], nn.Module], epochs: float, bs: in
                 with torch.no_grad():
                     acc = (net(xv).argmax(1) == dm.val_y).float().mean().item()
                 net.train()
-                scores.append(f"{step / per_epoch:.1f}:{acc:.4f}")
+                scores[f"{step / per_epoch:.1f}"] = round(acc, 4)
                 t0 = time.perf_counter()
             if step == steps:
                 break
-    print(f"{name:16s} seed {seed}  train {train_s:5.1f} s  val acc at epoch  {' '.join(scores)}", flush=True)
+    row = {"candidate": name, "seed": seed, "device": f"cpu: {cpu_name()}", "net": describe(net_kw), "epochs": epochs, "batch": bs,
+           "peak_lr": lr, "threads": threads, "train_s": round(train_s, 1), "val_acc_by_epoch": scores,
+           "val_acc": list(scores.values())[-1]}
+    print(f"{name:16s} seed {seed}  train {train_s:5.1f} s  val acc at epoch  "
+          + " ".join(f"{e}:{a:.4f}" for e, a in scores.items()), flush=True)
+    return row
+
+
+def search(names: list[str] | None, seeds: list[int], threads: int, dm) -> list[dict[str, Any]]:
+    """Every candidate in `names` (None or empty: all) x `seeds`, candidates in CANDIDATES' order."""
+    unknown = set(names or ()) - set(CANDIDATES)
+    if unknown:
+        raise ValueError(f"unknown candidate(s) {sorted(unknown)}; choose from {', '.join(CANDIDATES)}")
+    chosen = {name: c for name, c in CANDIDATES.items() if not names or name in names}
+    n = len(dm.train_x)
+    # one-cycle with 25% warm-up needs >= 5 steps; only tiny smoke data (--synthetic) has so few batches
+    short = [name for name, (_, epochs, bs, _) in chosen.items() if int(epochs * max(1, n // bs)) < 5]
+    if short:
+        raise ValueError(f"{', '.join(short)}: fewer than 5 steps on {n} training images, too few for one-cycle; "
+                         "choose candidates with smaller batches or more epochs")
+    return [run(name, *c, dm, threads, seed) for name, c in chosen.items() for seed in seeds]
 
 
 def main() -> None:
-    p = argparse.ArgumentParser()
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--only", nargs="*", help=f"candidates (default all): {', '.join(CANDIDATES)}")
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
+    p.add_argument("--data-root", default=str(ROOT / "data"))
     a = p.parse_args()
-    dm = FashionMNISTDataModule(root="data")
+    dm = FashionMNISTDataModule(root=a.data_root)
     dm.setup()
-    for name, c in CANDIDATES.items():
-        if not a.only or name in a.only:
-            for seed in a.seeds:
-                run(name, *c, dm, a.threads, seed)
+    try:
+        search(a.only, a.seeds, a.threads, dm)
+    except ValueError as e:
+        p.error(str(e))
 
 
 if __name__ == "__main__":
