@@ -270,9 +270,14 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--accelerator cuda: torch {torch.__version__} sees no CUDA GPU here (torch.cuda.is_available() is "
                 "False); run on a machine with an NVIDIA GPU and a CUDA build of torch, or use --accelerator cpu")
     fast_search = load_script("fast_search") if args.search is not None else None
-    if args.search and set(args.search) - set(fast_search.CANDIDATES):
-        p.error(f"--search: unknown {sorted(set(args.search) - set(fast_search.CANDIDATES))}; "
-                f"candidates: {', '.join(fast_search.CANDIDATES)}")
+    if fast_search is not None:  # before anything is measured
+        if args.accelerator != "cpu":
+            p.error("--search is a CPU measurement (scripts/fast_search.py's plain loop): run it without "
+                    "--accelerator cuda")
+        try:
+            fast_search.choose(args.search)
+        except ValueError as e:
+            p.error(f"--search: {e}")
     if args.precision_compare and not args.synthetic:
         try:
             check_bf16(args.accelerator, args.allow_emulated_bf16)

@@ -63,6 +63,21 @@ CANDIDATES = {  # name: (FastCNN kwargs or a net builder, epochs, batch, peak lr
 }
 
 
+def schedule(epochs: float, bs: int, n: int) -> tuple[int, int]:
+    """(steps per epoch, total steps) for `epochs` over `n` training images at batch `bs` (at least one step an
+    epoch: a batch larger than the split, as on tiny smoke data, is one short step)."""
+    per_epoch = max(1, n // bs)
+    return per_epoch, int(epochs * per_epoch)
+
+
+def choose(names: list[str] | None) -> dict[str, tuple]:
+    """The candidates named (None or empty: all), in CANDIDATES' order; unknown names are an error."""
+    unknown = set(names or ()) - set(CANDIDATES)
+    if unknown:
+        raise ValueError(f"unknown candidate(s) {sorted(unknown)}; choose from {', '.join(CANDIDATES)}")
+    return {name: c for name, c in CANDIDATES.items() if not names or name in names}
+
+
 def describe(net_kw: dict | Callable[[], nn.Module]) -> str:
     if callable(net_kw):
         return net_kw.__name__
@@ -79,8 +94,7 @@ def run(name: str, net_kw: dict | Callable[[], nn.Module], epochs: float, bs: in
     net = (net_kw() if callable(net_kw) else FastCNN(**net_kw)).to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=5e-4, fused=True)  # as experiment=fast
     n = len(dm.train_x)
-    per_epoch = max(1, n // bs)  # a batch larger than the split (tiny smoke data): one short step per epoch
-    steps = int(epochs * per_epoch)
+    per_epoch, steps = schedule(epochs, bs, n)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.25)
     crit = nn.CrossEntropyLoss(label_smoothing=0.1)
     xv = normalize_uint8(dm.val_x).contiguous(memory_format=torch.channels_last)  # (5000, 1, 28, 28)
@@ -117,13 +131,9 @@ def run(name: str, net_kw: dict | Callable[[], nn.Module], epochs: float, bs: in
 
 def search(names: list[str] | None, seeds: list[int], threads: int, dm) -> list[dict[str, Any]]:
     """Every candidate in `names` (None or empty: all) x `seeds`, candidates in CANDIDATES' order."""
-    unknown = set(names or ()) - set(CANDIDATES)
-    if unknown:
-        raise ValueError(f"unknown candidate(s) {sorted(unknown)}; choose from {', '.join(CANDIDATES)}")
-    chosen = {name: c for name, c in CANDIDATES.items() if not names or name in names}
-    n = len(dm.train_x)
+    chosen, n = choose(names), len(dm.train_x)
     # one-cycle with 25% warm-up needs >= 5 steps; only tiny smoke data (--synthetic) has so few batches
-    short = [name for name, (_, epochs, bs, _) in chosen.items() if int(epochs * max(1, n // bs)) < 5]
+    short = [name for name, (_, epochs, bs, _) in chosen.items() if schedule(epochs, bs, n)[1] < 5]
     if short:
         raise ValueError(f"{', '.join(short)}: fewer than 5 steps on {n} training images, too few for one-cycle; "
                          "choose candidates with smaller batches or more epochs")

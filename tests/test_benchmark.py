@@ -166,7 +166,7 @@ def _benchmark_main():
 @pytest.mark.parametrize("args, message", [
     (["--precision-compare"], "--allow-emulated-bf16"),
     (["--accelerator", "cuda"], "sees no CUDA GPU"),
-    (["--search", "pf2-e2-b128", "no-such-recipe"], "unknown ['no-such-recipe']"),
+    (["--search", "pf2-e2-b128", "no-such-recipe"], "--search: unknown candidate(s) ['no-such-recipe']"),
 ])
 def test_cli_refuses_before_measuring(tmp_path, monkeypatch, capsys, args, message):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
@@ -175,6 +175,15 @@ def test_cli_refuses_before_measuring(tmp_path, monkeypatch, capsys, args, messa
     with pytest.raises(SystemExit) as e:
         _benchmark_main()(["--no-throughput", "--tta", *args, "--json", str(js), "--md", str(tmp_path / "b.md")])
     assert e.value.code == 2 and message in capsys.readouterr().err and not js.exists()
+
+
+def test_search_is_refused_on_a_gpu_run(tmp_path, monkeypatch, capsys):
+    # its plain loop runs on the CPU: under --accelerator cuda it would silently measure the CPU instead
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    with pytest.raises(SystemExit) as e:
+        _benchmark_main()(["--no-throughput", "--tta", "--accelerator", "cuda", "--search",
+                           "--json", str(tmp_path / "b.json"), "--md", str(tmp_path / "b.md")])
+    assert e.value.code == 2 and "--search is a CPU measurement" in capsys.readouterr().err
 
 
 def test_search_refuses_candidates_the_data_is_too_small_for(tmp_path, capsys):
