@@ -42,9 +42,12 @@ test-slow: setup system-data
 	@$(PY) -m pytest -m slow $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no slow tests"; exit 0; fi; exit $$rc
 
-# the single-pass numbers in docs/BENCHMARKS.md (32 min measured on the 2-core CPU); parts via ARGS, e.g. ARGS="--no-throughput --tta fast"
+# training throughput per model and path, appended to benchmarks/results.jsonl; other tables via ARGS, e.g.
+# ARGS="--tta" (docs/BENCHMARKS.md)
 bench: data
-	$(PY) scripts/benchmark.py $(ARGS)
+	$(PY) benchmarks/throughput.py $(ARGS)
 
+# every Python file, the root entry points included
 lint: setup
-	$(PY) -m ruff check fmnist_lit scripts tests train.py
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .

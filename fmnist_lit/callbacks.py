@@ -1,7 +1,8 @@
-"""TensorBoard side of the report, and the opt-in test-set evaluation after every validation epoch.
+"""The project's Lightning callbacks: the TensorBoard side of the report, checkpoint names, the divergence check.
 
-TensorBoard gets: the validation confusion matrix every epoch (IMAGES tab), PR curves at test time
-(PR CURVES), hyper-parameters with the final test metrics (HPARAMS), a predictions grid and the model graph.
+TensorBoard gets: the validation confusion matrix every epoch (IMAGES tab), the swept hyper-parameters with the final
+metrics (HPARAMS), the model graph, and from the test-set predictions PR curves (PR CURVES) and a predictions grid.
+Console and train.log: fmnist_lit/console.py; TensorBoard's tag layout and run names: fmnist_lit/loggers.py.
 """
 
 from __future__ import annotations
@@ -13,11 +14,15 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.trainer.states import TrainerFn
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from fmnist_lit import plots
 from fmnist_lit.data import CLASSES
-from fmnist_lit.report import TEST_EACH_EPOCH_LOSS
+from fmnist_lit.loggers import run_overrides, tb_tag
+from fmnist_lit.utils import UserError
 
 log = logging.getLogger(__name__)
 
@@ -26,33 +31,49 @@ def _tensorboard(trainer: L.Trainer) -> TensorBoardLogger | None:
     return next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
 
 
-def _flat_hparams(pl_module: L.LightningModule, trainer: L.Trainer) -> dict[str, Any]:
-    """Scalar hyper-parameters for the HParams tab (TensorBoard takes numbers, strings and bools only)."""
-    params: dict[str, Any] = {f"model/{k}": v for k, v in pl_module.hparams.items()}
-    dm = trainer.datamodule
-    if dm is not None:
-        params |= {f"data/{k}": v for k, v in dm.hparams.items()}
-    net = getattr(pl_module, "net", None)
-    if net is not None:
-        params["model/net"] = type(getattr(net, "_orig_mod", net)).__name__
-        params["model/params"] = sum(p.numel() for p in net.parameters())
-    for name in ("optimizer_fn", "scheduler_fn"):
-        fn = getattr(pl_module, name, None)  # functools.partial from Hydra's `_partial_`
-        if fn is not None:
-            params[f"{name[:-3]}/name"] = fn.func.__name__
-            params |= {f"{name[:-3]}/{k}": v for k, v in fn.keywords.items()}
-    params |= {"trainer/max_epochs": trainer.max_epochs, "trainer/precision": str(trainer.precision)}
-    return {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in params.items()}
+def _scalar(v: Any) -> int | float | str:
+    """TensorBoard's HParams take numbers and strings (a bool would show as 0/1): lists become `[16, 32, 64]`,
+    None `none`, booleans `true`/`false`."""
+    if isinstance(v, (DictConfig, ListConfig)):
+        v = OmegaConf.to_container(v, resolve=True)
+    if isinstance(v, bool) or v is None:
+        return str(v).lower()
+    return v if isinstance(v, (int, float, str)) else str(v)
+
+
+def sweep_hparams(declared: Any) -> dict[str, Any]:
+    """The HParams row of a run: `declared` (callbacks.report.hparams: name -> value, a mapping value spreads into
+    `name/key` columns, `_target_` as its class name), plus every key overridden on the command line that changes
+    what is trained (loggers.run_overrides), so that runs of a sweep differ in the columns where they differ."""
+    params: dict[str, Any] = {}
+    for name, value in (
+        OmegaConf.to_container(declared, resolve=True) if declared is not None else {}
+    ).items():
+        if isinstance(value, dict):
+            for k, v in value.items():
+                if k == "_target_":
+                    params[name] = str(v).rsplit(".", 1)[-1]
+                elif k != "_partial_":
+                    params[f"{name}/{k}"] = _scalar(v)
+        else:
+            params[name] = _scalar(value)
+    for key, value in run_overrides():
+        parts = key.split(
+            "."
+        )  # model.net.widths is already the column net/widths, data.batch_size batch_size
+        if not any("/".join(parts[i:]) in params for i in range(len(parts))):
+            params[key] = value
+    return params
 
 
 class ReportCallback(L.Callback):
-    """`test_each_epoch`: after each validation epoch also evaluate the official test set and log
-    `test_each_epoch/{loss,acc}` (for val_test_loss.png). Those keys are never monitored: checkpoint selection and
-    early stopping stay on val/*; the extra pass runs in eval mode with no randomness, so training is unchanged."""
+    """Writes to the run's TensorBoard logger, if there is one (rank 0 only)."""
 
-    def __init__(self, test_each_epoch: bool = False, graph: bool = True):
-        self.test_each_epoch = test_each_epoch
+    def __init__(self, graph: bool, hparams: Any = None):
         self.graph = graph
+        self._hparams = hparams  # what people sweep (conf/callbacks/default.yaml); see sweep_hparams
+        self._probs: list[torch.Tensor] = []
+        self._targets: list[torch.Tensor] = []
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         tb = _tensorboard(trainer)
@@ -67,60 +88,143 @@ class ReportCallback(L.Callback):
         except Exception as e:  # noqa: BLE001
             log.warning("model graph not logged to TensorBoard: %s", str(e).splitlines()[0] if str(e) else e)
 
-    @torch.no_grad()
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not self.test_each_epoch or trainer.sanity_checking or trainer.datamodule is None:
+        # runs before the module's hook, which resets the matrix; compute() syncs ranks, so every rank calls it
+        if (
+            trainer.sanity_checking
+            or _tensorboard(trainer) is None
+            or not pl_module.val_confmat.update_called
+        ):
             return
-        dm = trainer.datamodule
-        loss_sum, correct, n = 0.0, 0, 0
-        bs = dm.hparams.get("eval_batch_size", 1000)
-        for i in range(0, len(dm.test_x), bs):
-            batch = (dm.test_x[i:i + bs].to(pl_module.device), dm.test_y[i:i + bs].to(pl_module.device))
-            batch = dm.on_after_batch_transfer(batch, 0)  # normalise (+ channels_last); no augmentation outside fit
-            with trainer.precision_plugin.val_step_context():
-                loss, logits, y = pl_module._step(batch)
-            loss_sum += float(loss) * len(y)
-            correct += int((logits.argmax(1) == y).sum())
-            n += len(y)
-        pl_module.log(TEST_EACH_EPOCH_LOSS, loss_sum / n)
-        pl_module.log("test_each_epoch/acc", correct / n)
-
-    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # after the module's on_validation_epoch_end (callback epoch-end hooks run before the module's)
-        tb = _tensorboard(trainer)
-        cm = getattr(pl_module, "last_val", {}).get("confmat")
-        if tb is None or cm is None or trainer.sanity_checking or not trainer.is_global_zero:
-            return
-        fig = plots.confusion_matrix_figure(cm, CLASSES, f"Validation confusion matrix, epoch {trainer.current_epoch}")
-        tb.experiment.add_figure("val/confusion_matrix", fig, global_step=trainer.current_epoch)
+        cm = pl_module.val_confmat.compute().cpu()
+        if trainer.is_global_zero:
+            epoch = trainer.current_epoch + 1  # epochs count from 1 wherever people read them
+            fig = plots.confusion_matrix_figure(cm, CLASSES, f"Validation confusion matrix, epoch {epoch}")
+            _tensorboard(trainer).experiment.add_figure("val/confusion_matrix", fig, global_step=epoch)
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         tb = _tensorboard(trainer)
-        outputs = getattr(pl_module, "test_outputs", None)
-        if tb is None or not outputs or not trainer.is_global_zero:
+        if tb is None or not trainer.is_global_zero:
             return
-        probs = torch.cat([p for p, _ in outputs]).float()
-        target = torch.cat([y for _, y in outputs])
+        from torch.utils.tensorboard.summary import hparams
+
+        # a session's hyper-parameters only: with no experiment summary, TensorBoard builds the HParams table from
+        # every run it sees, puts the hyper-parameters that differ between them first, and offers the runs'
+        # scalars (val/acc_best, zz_final/test_acc, ...) as metric columns; nothing is logged twice
+        _, start, end = hparams(sweep_hparams(self._hparams), {})
+        writer = tb.experiment._get_file_writer()  # as Lightning's own log_hyperparams does
+        writer.add_summary(start)
+        writer.add_summary(end)
+
+    def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._probs, self._targets = [], []
+
+    def on_predict_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        if isinstance(batch, (tuple, list)) and len(batch) == 2:
+            self._probs.append(outputs.float().softmax(-1).cpu())  # predict_step gives logits
+            self._targets.append(batch[1].cpu())
+
+    def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        tb, dm = _tensorboard(trainer), trainer.datamodule
+        if tb is None or not trainer.is_global_zero or not self._probs or dm is None:
+            return
+        if getattr(dm, "predict_set", None) is not None:  # not the test set (calibration, robustness)
+            self._probs, self._targets = [], []
+            return
+        probs, target = torch.cat(self._probs), torch.cat(self._targets)
         step = trainer.global_step
         for k, name in enumerate(CLASSES):
             tb.experiment.add_pr_curve(f"test_pr/{k}_{name}", target == k, probs[:, k], global_step=step)
-        self._predictions_grid(tb, trainer, probs, target, step)
-        res = pl_module.test_results
-        metrics = {f"hp/{k.split('/')[-1]}": float(res[k]) for k in ("test/acc", "test/loss", "test/f1") if k in res}
-        best = getattr(pl_module, "val_acc_best", None)
-        if best is not None and getattr(pl_module, "best_val_epoch", -1) >= 0:
-            metrics["hp/val_acc_best"] = float(best.compute())
-        tb.log_hyperparams(_flat_hparams(pl_module, trainer), metrics)
-        tb.experiment.flush()
-
-    @staticmethod
-    def _predictions_grid(tb: TensorBoardLogger, trainer: L.Trainer, probs: torch.Tensor, target: torch.Tensor,
-                          step: int) -> None:
-        images = trainer.datamodule.test_x[:32] if trainer.datamodule is not None else None
-        if images is None:
-            return
         preds = probs[:32].argmax(1)
-        titles = [f"pred: {CLASSES[p]}\ntrue: {CLASSES[t]}" for p, t in zip(preds, target[:32])]
+        titles = [f"true: {CLASSES[t]}\npred: {CLASSES[p]}" for p, t in zip(preds, target[:32])]
         colors = [plots.RIGHT if p == t else plots.WRONG for p, t in zip(preds, target[:32])]
-        fig = plots.image_grid(images, titles, "First 32 test images (red = wrong)", colors)
-        tb.experiment.add_figure("test/predictions", fig, global_step=step)
+        fig = plots.image_grid(
+            dm.test_x[:32], titles, "First 32 test images: true and predicted class (red = wrong)", colors
+        )
+        tb.experiment.add_figure(tb_tag("test/predictions"), fig, global_step=step)
+        tb.experiment.flush()
+        self._probs, self._targets = [], []
+
+
+class Checkpoint(ModelCheckpoint):
+    """ModelCheckpoint whose `{epoch}` in file names counts from 1, like the console, the report and metrics.json
+    (Lightning's counts from 0): `epoch002-...ckpt` holds the weights after the second epoch."""
+
+    def format_checkpoint_name(
+        self,
+        metrics: dict[str, Any],
+        filename: str | None = None,
+        ver: int | None = None,
+        prefix: str | None = None,
+    ) -> str:
+        if "epoch" in metrics:
+            metrics = {**metrics, "epoch": metrics["epoch"] + 1}
+        return super().format_checkpoint_name(metrics, filename, ver, prefix)
+
+
+class NonFiniteLossError(UserError):
+    """The training loss became NaN or inf: the run diverged (reported as one line, exit 2; a failed sweep job)."""
+
+
+class FailOnNonFiniteLoss(L.Callback):
+    """Stop the run when the training loss is NaN/inf: a diverged run must fail, not finish at chance accuracy with
+    exit 0 (and Optuna records the trial as FAIL). On by default (conf/callbacks/default.yaml).
+
+    Every step the loss is added to a running sum on its device (no sync); the sum is checked, one device sync,
+    every `every_n_steps` steps and at the last step of each epoch, before validation and checkpointing see the
+    diverged weights. Under DDP the ranks agree on the outcome, so they all stop together."""
+
+    def __init__(self, every_n_steps: int = 50) -> None:
+        self.every_n_steps = every_n_steps
+        self._sum: torch.Tensor | None = None
+        self._first_batch = 0
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if loss is None:
+            return
+        if self._sum is None:
+            self._sum, self._first_batch = torch.zeros((), device=loss.device), batch_idx
+        self._sum += loss.detach().float()
+        if (batch_idx + 1) % self.every_n_steps == 0 or batch_idx + 1 >= trainer.num_training_batches:
+            self._check(trainer, batch_idx)
+
+    def _check(self, trainer: L.Trainer, batch_idx: int) -> None:
+        finite = bool(torch.isfinite(self._sum))
+        self._sum = None
+        diverged = trainer.strategy.reduce_boolean_decision(not finite, all=False)  # any rank
+        if diverged:
+            lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else float("nan")
+            raise NonFiniteLossError(
+                f"the training loss became NaN/inf in batches {self._first_batch}-{batch_idx} "
+                f"of epoch {trainer.current_epoch}: the run diverged; lower optimizer.lr "
+                f"(the learning rate was {lr:.3g} there)"
+            )
+
+
+class EMA(EMAWeightAveraging):
+    """Lightning's exponential moving average of the weights and BN buffers (`callbacks.ema`).
+
+    The averaged weights are swapped in for every validation epoch (so val/acc, checkpoint selection and
+    `test_each_epoch` see them), copied into the net when fitting ends, and saved as the checkpoint's `state_dict`
+    (the raw weights go to `current_model_state`), so `eval.py`/`predict.py` load the averaged net.
+    One change to Lightning's callback: outside fitting, loading a checkpoint keeps its `state_dict` (the average).
+    The parent would put `current_model_state` (the raw weights) back into the module whenever an averaged model
+    exists, so `trainer.test(ckpt_path=best)` after `fit` would have tested the raw weights.
+    """
+
+    def on_load_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        if trainer.state.fn == TrainerFn.FITTING:  # resuming: restore both the raw and the averaged weights
+            super().on_load_checkpoint(trainer, pl_module, checkpoint)

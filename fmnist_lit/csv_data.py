@@ -1,6 +1,8 @@
 """Kaggle-style Fashion-MNIST CSV (seed 003): a header line, then `label,pixel1,...,pixel784` per image.
 
-Every malformed row is an error naming the file and its 1-based line number; nothing is clipped or skipped.
+Every malformed row is an error naming the file and its 1-based line number; nothing is clipped or skipped but
+empty lines. A UTF-8 byte-order mark (Excel's "CSV UTF-8") is allowed; `#` starts no comment (a `#` line is a
+malformed row).
 """
 
 from __future__ import annotations
@@ -11,30 +13,43 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fmnist_lit.utils import UserError
+
 N_COLS = 1 + 28 * 28
+ENCODING = "utf-8-sig"  # UTF-8, with or without a byte-order mark
 
 
-class CSVFormatError(ValueError):
+class CSVFormatError(UserError):
     pass
 
 
 def _find_bad_line(path: Path) -> str:
-    """Slow exact scan used only after the fast parser failed: the first offending line and why."""
-    with path.open(newline="") as f:
-        for lineno, row in enumerate(csv.reader(f), start=1):
-            if lineno == 1:
-                continue  # header
-            if len(row) != N_COLS:
-                return f"{path}:{lineno}: expected {N_COLS} columns (label + 784 pixels), found {len(row)}"
-            for col, v in enumerate(row):
-                try:
-                    n = int(v)
-                except ValueError:
-                    return f"{path}:{lineno}: column {col + 1} is not an integer: {v!r}"
-                if col == 0 and not 0 <= n <= 9:
-                    return f"{path}:{lineno}: label {n} is outside 0..9"
-                if col > 0 and not 0 <= n <= 255:
-                    return f"{path}:{lineno}: pixel{col} = {n} is outside 0..255"
+    """Slow exact scan used only after the fast parser failed or found bad values: the first offending line (its
+    number in the file, empty lines counted) and why."""
+    with path.open(newline="", encoding=ENCODING) as f:
+        reader = csv.reader(f)
+        try:
+            for row in reader:
+                lineno = reader.line_num
+                if lineno == 1 or not row:
+                    continue  # the header; empty lines (skipped by the fast parser too)
+                if row[0].lstrip().startswith("#"):
+                    return f"{path}:{lineno}: a `#` line: this format has no comments (delete the line)"
+                if len(row) != N_COLS:
+                    return (
+                        f"{path}:{lineno}: expected {N_COLS} columns (label + 784 pixels), found {len(row)}"
+                    )
+                for col, v in enumerate(row):
+                    try:
+                        n = int(v)
+                    except ValueError:
+                        return f"{path}:{lineno}: column {col + 1} is not an integer: {v[:40]!r}"
+                    if col == 0 and not 0 <= n <= 9:
+                        return f"{path}:{lineno}: label {n} is outside 0..9"
+                    if col > 0 and not 0 <= n <= 255:
+                        return f"{path}:{lineno}: pixel{col} = {n} is outside 0..255"
+        except csv.Error as e:  # e.g. a field over the csv module's limit (128 KiB): not a label,pixel row
+            return f"{path}:{reader.line_num}: not a CSV row of label,pixel1..pixel784 ({e})"
     return f"{path}: could not be parsed as label,pixel1..pixel784 CSV"
 
 
@@ -43,26 +58,25 @@ def read_csv(path: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise CSVFormatError(f"{path}: CSV file not found")
-    with path.open() as f:
-        header = f.readline()
+    try:
+        with path.open(encoding=ENCODING) as f:
+            header = f.readline(1024)
+    except (OSError, UnicodeDecodeError) as e:
+        raise CSVFormatError(f"{path}: not a readable UTF-8 text file ({e})") from None
     if header.strip() and header.split(",")[0].strip().lstrip("-").isdigit():
         raise CSVFormatError(f"{path}:1: expected a header line (label,pixel1,...), found data")
-    try:  # fast vectorised parse (~1 s for 60k rows); on any problem fall back to the line-by-line scan
-        a = np.loadtxt(path, delimiter=",", skiprows=1, dtype=np.int64, ndmin=2)
-    except ValueError:
+    try:  # fast vectorised parse on any problem fall back to the line-by-line scan that names the bad line
+        a = np.loadtxt(
+            path, delimiter=",", skiprows=1, dtype=np.int64, ndmin=2, comments=None, encoding=ENCODING
+        )
+    except (ValueError, UnicodeDecodeError):
         raise CSVFormatError(_find_bad_line(path)) from None
     if a.shape[0] == 0:
         raise CSVFormatError(f"{path}: no data rows after the header")
     if a.shape[1] != N_COLS:
         raise CSVFormatError(_find_bad_line(path))
-    bad_label = np.flatnonzero((a[:, 0] < 0) | (a[:, 0] > 9))
-    bad_pixel = np.flatnonzero(((a[:, 1:] < 0) | (a[:, 1:] > 255)).any(axis=1))
-    if len(bad_label) or len(bad_pixel):
-        first = min(bad_label[:1].tolist() + bad_pixel[:1].tolist())
-        if first in bad_label[:1]:
-            raise CSVFormatError(f"{path}:{first + 2}: label {a[first, 0]} is outside 0..9")
-        col = int(np.flatnonzero((a[first, 1:] < 0) | (a[first, 1:] > 255))[0]) + 1
-        raise CSVFormatError(f"{path}:{first + 2}: pixel{col} = {a[first, col]} is outside 0..255")
+    if ((a[:, 0] < 0) | (a[:, 0] > 9)).any() or ((a[:, 1:] < 0) | (a[:, 1:] > 255)).any():
+        raise CSVFormatError(_find_bad_line(path))  # the scan gives the file's line number
     images = torch.from_numpy(a[:, 1:].astype(np.uint8)).reshape(-1, 28, 28)
     return images, torch.from_numpy(a[:, 0].copy())
 
@@ -71,4 +85,6 @@ def write_csv(path: str | Path, images: torch.Tensor, labels: torch.Tensor) -> N
     """The inverse of read_csv (used by tests and to export the IDX data)."""
     flat = images.reshape(len(images), -1).numpy()
     header = "label," + ",".join(f"pixel{i}" for i in range(1, N_COLS))
-    np.savetxt(path, np.column_stack([labels.numpy(), flat]), fmt="%d", delimiter=",", header=header, comments="")
+    np.savetxt(
+        path, np.column_stack([labels.numpy(), flat]), fmt="%d", delimiter=",", header=header, comments=""
+    )

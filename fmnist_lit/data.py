@@ -13,13 +13,16 @@ tensors themselves go to the device once (`keep_on_device`), so a step copies no
 from __future__ import annotations
 
 import argparse
+import errno
 import gzip
 import hashlib
+import math
 import shutil
 import struct
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
@@ -28,8 +31,20 @@ from torchvision import transforms
 from torchvision.datasets import FashionMNIST
 
 from fmnist_lit.csv_data import read_csv
+from fmnist_lit.utils import UserError
 
-CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+CLASSES = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+]
 MEAN, STD = 0.2860, 0.3530  # of the 60k training pixels scaled to [0, 1]
 SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
 # md5 of the *uncompressed* official files (the Debian .gz files are recompressed, so their md5s differ).
@@ -42,7 +57,7 @@ MD5 = {
 N_OFFICIAL = {"train": 60_000, "t10k": 10_000}
 
 
-class DatasetError(RuntimeError):
+class DatasetError(UserError):
     """The data on disk is missing, truncated or not the official Fashion-MNIST."""
 
 
@@ -98,9 +113,30 @@ def verify_raw(raw: Path, check_md5: bool = True) -> None:
             raise DatasetError(f"{raw}: {split} has {n_img} items, the official set has {N_OFFICIAL[split]}")
 
 
+def _os_error(root: Path, e: OSError) -> str:
+    """One line for a file-system error under data.root: where, what the OS said, what to do."""
+    fix = {
+        errno.ENOSPC: "free some disk space, or set data.root to a folder on a disk with ~60 MB free",
+        errno.ENOTDIR: "data.root must be a folder",
+        errno.EISDIR: "this must be a file, not a folder",
+        errno.EACCES: "data.root must be a folder you can read (and write, to decompress the system copy)",
+        errno.EPERM: "data.root must be a folder you can read (and write, to decompress the system copy)",
+        errno.EROFS: "data.root is on a read-only file system: set data.root to a writable folder",
+    }
+    where = e.filename or root
+    return f"data.root={root}: {where}: {e.strerror or e}; {fix.get(e.errno, 'check data.root')}"
+
+
 def prepare_raw(root: str | Path, download: bool = True, check_md5: bool = True) -> Path:
     """Make `root/FashionMNIST/raw/` hold the four verified IDX files; return that folder."""
     root = Path(root)
+    try:
+        return _prepare_raw(root, download, check_md5)
+    except OSError as e:  # a file for a folder, no permission, a full disk: one line, not a traceback
+        raise DatasetError(_os_error(root, e)) from None
+
+
+def _prepare_raw(root: Path, download: bool, check_md5: bool) -> Path:
     raw = root / "FashionMNIST" / "raw"
     missing = [n for n in MD5 if not (raw / n).exists()]
     if missing:
@@ -109,20 +145,27 @@ def prepare_raw(root: str | Path, download: bool = True, check_md5: bool = True)
             for n in MD5:
                 if not (raw / n).exists():
                     tmp = raw / f"{n}.part"  # write then rename: an interrupted copy never looks complete
-                    with gzip.open(SYSTEM_DIR / f"{n}.gz", "rb") as src, tmp.open("wb") as dst:
-                        shutil.copyfileobj(src, dst)
+                    try:
+                        with gzip.open(SYSTEM_DIR / f"{n}.gz", "rb") as src, tmp.open("wb") as dst:
+                            shutil.copyfileobj(src, dst)
+                    except BaseException:  # a full disk or Ctrl-C: leave no partial file behind
+                        tmp.unlink(missing_ok=True)
+                        raise
                     tmp.rename(raw / n)
         elif download:
             try:
                 FashionMNIST(str(root), train=True, download=True)
                 FashionMNIST(str(root), train=False, download=True)
             except Exception as e:  # network errors come in many types; all mean the same to the user
-                raise DatasetError(f"Fashion-MNIST files missing under {raw} ({', '.join(missing)}) and the download "
-                               f"failed ({e}). "
-                                   + _fixes(root)) from e
+                raise DatasetError(
+                    f"Fashion-MNIST files missing under {raw} ({', '.join(missing)}) and the download "
+                    f"failed ({e}). " + _fixes(root)
+                ) from e
         else:
-            raise DatasetError(f"Fashion-MNIST files missing under {raw} ({', '.join(missing)}), no system copy in "
-                               f"{SYSTEM_DIR}, and data.download=false. " + _fixes(root))
+            raise DatasetError(
+                f"Fashion-MNIST files missing under {raw} ({', '.join(missing)}), no system copy in "
+                f"{SYSTEM_DIR}, and data.download=false. " + _fixes(root)
+            )
     try:
         verify_raw(raw, check_md5)
     except DatasetError as e:
@@ -137,7 +180,13 @@ def load_split(root: str | Path, train: bool) -> tuple[torch.Tensor, torch.Tenso
 
 
 class TensorBatches:
-    """Batches as index slices of in-memory tensors; reshuffled on every `iter()` (one epoch).
+    """Batches as index slices of in-memory tensors; one pass per `iter()` (one epoch).
+
+    The training order is a pure function of (seed, epoch): epoch e takes the e-th permutation drawn from a
+    generator seeded with `seed`, e read from `epoch_fn` (the trainer's epoch) when the pass starts. The position
+    is state: `state_dict()` (seed, epoch, batches handed out) goes into every checkpoint (through the DataModule's
+    state_dict) and comes back through `load_state_dict()` before the first batch, so a run resumed mid-epoch goes
+    on with the next batch of the same permutation.
 
     With several processes (DDP) each rank takes a disjoint, strided share of the epoch's order. When shuffling
     (training) the last `n % world_size` items of each epoch's permutation are dropped so every rank runs the same
@@ -145,11 +194,38 @@ class TensorBatches:
     item, and uneven shards are fine there because metrics sync once at epoch end.
     """
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, shuffle: bool, seed: int = 0,
-                 drop_last: bool = False, rank: int = 0, world_size: int = 1):
+    def __init__(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        batch_size: int,
+        shuffle: bool,
+        seed: int = 0,
+        drop_last: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
+        epoch_fn: Callable[[], int] | None = None,
+    ):
         self.x, self.y, self.batch_size = x, y, batch_size
         self.shuffle, self.drop_last, self.rank, self.world_size = shuffle, drop_last, rank, world_size
-        self.generator = torch.Generator().manual_seed(seed)
+        self.seed, self.epoch_fn = seed, epoch_fn
+        self.epoch, self.done = (
+            -1,
+            0,
+        )  # the pass under way (-1: none yet) and how many batches it has handed out
+        self._resume_at: tuple[int, int] | None = None
+        self._generator, self._draws = (
+            torch.Generator(),
+            -1,
+        )  # permutations drawn from it so far (-1: unseeded)
+
+    def state_dict(self) -> dict[str, int]:
+        return {"seed": self.seed, "epoch": self.epoch, "batches": self.done}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.seed = state["seed"]
+        self._resume_at = (state["epoch"], state["batches"])
+        self._draws = -1
 
     def _n_used(self) -> int:
         n = len(self.x)
@@ -162,13 +238,30 @@ class TensorBatches:
         n = self._n_local()
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
+    def _permutation(self, epoch: int) -> torch.Tensor:
+        """The epoch's order: the e-th draw, as an uninterrupted run makes them (earlier draws replayed if needed)."""
+        if self._draws < 0 or self._draws > epoch:
+            self._generator.manual_seed(self.seed)
+            self._draws = 0
+        while True:
+            perm = torch.randperm(len(self.x), generator=self._generator)
+            self._draws += 1
+            if self._draws > epoch:
+                return perm
+
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        n = len(self.x)
-        order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
+        epoch = self.epoch_fn() if self.epoch_fn is not None else self.epoch + 1
+        resume_epoch, start = self._resume_at or (epoch, 0)
+        self._resume_at = None
+        self.epoch, self.done = epoch, start if resume_epoch == epoch else 0
+        order = self._permutation(epoch) if self.shuffle else torch.arange(len(self.x))
         # the order is drawn on the CPU (same permutation on every device); indices follow the data to its device
-        order = order[:self._n_used()][self.rank::self.world_size].to(self.x.device)
-        for i in range(len(self)):
-            idx = order[i * self.batch_size:(i + 1) * self.batch_size]
+        order = order[: self._n_used()][self.rank :: self.world_size].to(self.x.device)
+        for i in range(self.done, len(self)):
+            self.done = (
+                i + 1
+            )  # counted before the batch is handed out: a checkpoint taken after it resumes past it
+            idx = order[i * self.batch_size : (i + 1) * self.batch_size]
             yield self.x[idx], self.y[idx]
 
 
@@ -191,8 +284,9 @@ class _PILDataset(Dataset):
         return self.tf(transforms.functional.to_pil_image(self.x[i])), int(self.y[i])
 
 
-def augment(x: torch.Tensor, pad: int, flip: bool) -> torch.Tensor:
-    """Per-batch random translation (by up to `pad` px, zero fill) and horizontal flip; x: (B, 1, H, W)."""
+def augment(x: torch.Tensor, pad: int, flip: bool, erase: float = 0.0) -> torch.Tensor:
+    """Per-batch random translation (by up to `pad` px, zero fill), horizontal flip and random erasing (with
+    probability `erase` per image, see `random_erase`); x: (B, 1, H, W), normalised."""
     b, _, h, w = x.shape
     if pad > 0:
         xp = torch.nn.functional.pad(x, (pad, pad, pad, pad))
@@ -205,19 +299,75 @@ def augment(x: torch.Tensor, pad: int, flip: bool) -> torch.Tensor:
     if flip:
         mask = torch.rand(b, device=x.device) < 0.5
         x = torch.where(mask[:, None, None, None], x.flip(3), x)
+    if erase > 0:
+        x = random_erase(x, erase)
     return x
 
 
+def random_erase(
+    x: torch.Tensor, p: float, scale: tuple[float, float] = (0.02, 0.4), ratio: float = 0.3
+) -> torch.Tensor:
+    """Random erasing (Zhong et al. 2017), batched: with probability `p` per image, a rectangle of area
+    U(scale) x H x W and aspect ratio h/w log-uniform in [ratio, 1/ratio] is filled with uniform random pixel
+    values in [0, 1] (normalised like the images). x: (B, 1, H, W) normalised -> same shape and dtype.
+    The paper redraws a rectangle that does not fit; here its sides are clipped to the image instead."""
+    b, _, h, w = x.shape
+    dev = x.device
+    area = torch.empty(b, device=dev).uniform_(*scale) * h * w
+    log_r = torch.empty(b, device=dev).uniform_(math.log(ratio), -math.log(ratio))
+    eh = (area * log_r.exp()).sqrt().round().clamp(1, h).long()  # (B,) rectangle heights
+    ew = (area / log_r.exp()).sqrt().round().clamp(1, w).long()
+    top = (torch.rand(b, device=dev) * (h - eh + 1)).long()  # uniform in [0, h - eh]
+    left = (torch.rand(b, device=dev) * (w - ew + 1)).long()
+    rows = torch.arange(h, device=dev)[None, :, None]  # (1, H, 1)
+    cols = torch.arange(w, device=dev)[None, None, :]  # (1, 1, W)
+    inside = (
+        (rows >= top[:, None, None])
+        & (rows < (top + eh)[:, None, None])
+        & (cols >= left[:, None, None])
+        & (cols < (left + ew)[:, None, None])
+    )  # (B, H, W)
+    on = torch.rand(b, device=dev) < p
+    mask = (inside & on[:, None, None]).unsqueeze(1)  # (B, 1, H, W)
+    noise = (torch.rand(x.shape, device=dev, dtype=x.dtype) - MEAN) / STD
+    return torch.where(mask, noise, x)
+
+
 class FashionMNISTDataModule(L.LightningDataModule):
-    def __init__(self, root: str = "data", batch_size: int = 256, val_size: int = 5000, split_seed: int = 0,
-                 fast: bool = True, download: bool = True, check_md5: bool = True, num_workers: int = 0,
-                 eval_batch_size: int = 1000, channels_last: bool = False, augment_pad: int = 0,
-                 augment_flip: bool = False, train_csv: str | None = None, test_csv: str | None = None,
-                 keep_on_device: bool = True):
+    """The official splits, validation carved from the 60k training images by `split_seed`. Every setting comes
+    from conf/data/fmnist.yaml (the one place with defaults); the few keyword defaults below only let configs saved
+    before those settings existed load in eval.py."""
+
+    def __init__(
+        self,
+        *,
+        root: str,
+        batch_size: int,
+        eval_batch_size: int,
+        val_size: int,
+        split_seed: int,
+        fast: bool,
+        download: bool,
+        check_md5: bool,
+        num_workers: int,
+        channels_last: bool,
+        augment_pad: int,
+        augment_flip: bool,
+        keep_on_device: bool,
+        augment_erase: float = 0.0,
+        test_each_epoch: bool = False,
+        train_csv: str | None = None,
+        test_csv: str | None = None,
+    ):
         super().__init__()
         self.save_hyperparameters(logger=False)
         self.train_x = self.train_y = self.val_x = self.val_y = self.test_x = self.test_y = None
         self._raw: Path | None = None
+        self._train_loader: TensorBatches | None = None
+        self._train_loader_state: dict[str, int] | None = None  # from a checkpoint, for the next train loader
+        # (uint8 images, labels) that `trainer.predict` runs on instead of the test set, for one call:
+        # fmnist_lit.calibration (the validation split) and fmnist_lit.robustness (corrupted test images)
+        self.predict_set: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def prepare_data(self) -> None:
         if self.hparams.train_csv is None:  # remembered so setup() does not hash the 55 MB again
@@ -239,7 +389,9 @@ class FashionMNISTDataModule(L.LightningDataModule):
         x, y, self.test_x, self.test_y = self._load()
         n_val = self.hparams.val_size
         if not 0 <= n_val < len(x):
-            raise DatasetError(f"data.val_size={n_val} must be in [0, {len(x) - 1}] (the training set has {len(x)})")
+            raise DatasetError(
+                f"data.val_size={n_val} must be in [0, {len(x) - 1}] (the training set has {len(x)})"
+            )
         # The split depends only on split_seed, never on the run's seed or the machine: a CPU generator.
         perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(self.hparams.split_seed))
         self.val_idx, self.train_idx = perm[:n_val], perm[n_val:]
@@ -250,34 +402,62 @@ class FashionMNISTDataModule(L.LightningDataModule):
         t = self.trainer
         return (t.global_rank, t.world_size) if t is not None else (0, 1)
 
-    def _loader(self, x: torch.Tensor, y: torch.Tensor, train: bool):
+    def _loader(self, x: torch.Tensor, y: torch.Tensor, train: bool, sharded: bool = True):
         bs = self.hparams.batch_size if train else self.hparams.eval_batch_size
         if not self.hparams.fast:
-            return DataLoader(_PILDataset(x, y), batch_size=bs, shuffle=train, num_workers=self.hparams.num_workers,
-                              persistent_workers=self.hparams.num_workers > 0)
-        rank, world = self._rank()
+            return DataLoader(
+                _PILDataset(x, y),
+                batch_size=bs,
+                shuffle=train,
+                num_workers=self.hparams.num_workers,
+                persistent_workers=self.hparams.num_workers > 0,
+            )
+        rank, world = self._rank() if sharded else (0, 1)
         device = self.trainer.strategy.root_device if self.trainer is not None else None
         if self.hparams.keep_on_device and device is not None and device.type != "cpu":
             # (N, 28, 28) uint8 on the GPU: 43 MB for the 55k training images; batches become device-side slices
             x, y = x.to(device), y.to(device)
-        # Training order follows `seed` (seed_everything sets torch's initial seed); every DDP rank draws the
-        # same permutation and takes a disjoint strided share of it.
+        # Training order follows `seed` (seed_everything sets torch's initial seed) and the trainer's epoch; every
+        # DDP rank draws the same permutation and takes a disjoint strided share of it.
         seed = torch.initial_seed() % 2**31 if train else 0
-        return TensorBatches(x, y, bs, shuffle=train, seed=seed, rank=rank, world_size=world)
+        epoch_fn = (lambda: self.trainer.current_epoch) if train and self.trainer is not None else None
+        return TensorBatches(
+            x, y, bs, shuffle=train, seed=seed, rank=rank, world_size=world, epoch_fn=epoch_fn
+        )
 
     def train_dataloader(self):
-        return self._loader(self.train_x, self.train_y, train=True)
+        loader = self._loader(self.train_x, self.train_y, train=True)
+        if isinstance(loader, TensorBatches):
+            self._train_loader = loader
+            if self._train_loader_state is not None:
+                loader.load_state_dict(self._train_loader_state)
+                self._train_loader_state = None
+        return loader
+
+    # The train loader's order and position, in every checkpoint. Lightning restores the DataModule before it
+    # asks for the train loader; its fit loop's own loader restore comes too late whenever the loader was built
+    # early (a OneCycle schedule asks for `estimated_stepping_batches` while the optimisers are configured).
+    def state_dict(self) -> dict[str, Any]:
+        return {"train_loader": self._train_loader.state_dict()} if self._train_loader is not None else {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._train_loader_state = state.get("train_loader")
 
     def val_dataloader(self):
-        if len(self.val_x) == 0:
+        if len(self.val_x) == 0:  # no validation split: no validation loop (test_each_epoch rides on it)
             return []
-        return self._loader(self.val_x, self.val_y, train=False)
+        loaders = [self._loader(self.val_x, self.val_y, train=False)]
+        if self.hparams.test_each_epoch:  # a second validation dataloader: see LitClassifier's docstring
+            loaders.append(self._loader(self.test_x, self.test_y, train=False))
+        return loaders
 
     def test_dataloader(self):
         return self._loader(self.test_x, self.test_y, train=False)
 
     def predict_dataloader(self):
-        return self.test_dataloader()
+        # the whole test set in its order on every process (not sharded): the report needs every prediction
+        x, y = self.predict_set if self.predict_set is not None else (self.test_x, self.test_y)
+        return self._loader(x, y, train=False, sharded=False)
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         """uint8 (B, 28, 28) on the device -> normalised float (B, 1, 28, 28), augmented when training."""
@@ -285,8 +465,9 @@ class FashionMNISTDataModule(L.LightningDataModule):
         if x.dtype == torch.uint8:
             x = normalize_uint8(x)
         training = self.trainer is not None and self.trainer.training
-        if training and (self.hparams.augment_pad or self.hparams.augment_flip):
-            x = augment(x, self.hparams.augment_pad, self.hparams.augment_flip)
+        hp = self.hparams
+        if training and (hp.augment_pad or hp.augment_flip or hp.augment_erase):
+            x = augment(x, hp.augment_pad, hp.augment_flip, hp.augment_erase)
         if self.hparams.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x, y

@@ -20,8 +20,18 @@ from omegaconf import OmegaConf
 
 IGNORED_KEYS = {"seed"}  # what a row averages over
 # CSV columns besides the swept keys (present even when every job failed)
-CSV_FIELDS = ["config", "n", "test_acc_mean", "test_acc_std", "val_acc_best_mean", "params", "epochs",
-              "wall_seconds_mean", "seeds", "failed"]
+CSV_FIELDS = [
+    "config",
+    "n",
+    "test_acc_mean",
+    "test_acc_std",
+    "val_acc_best_mean",
+    "params",
+    "epochs",
+    "wall_seconds_mean",
+    "seeds",
+    "failed",
+]
 
 
 @dataclass
@@ -50,28 +60,49 @@ def _key(override: str) -> tuple[str, str]:
     return k.lstrip("+~"), v
 
 
+def read_metrics(path: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """(metrics, None) for a usable metrics.json; (None, why) for one that is truncated, not JSON or has no finite
+    test accuracy; (None, None) when there is none."""
+    if not path.is_file():
+        return None, None
+    try:
+        m = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        return None, f"{path.name} is unreadable ({type(e).__name__}: truncated or not JSON)"
+    acc = m.get("test_acc") if isinstance(m, dict) else None
+    if not isinstance(acc, (int, float)) or not math.isfinite(acc):
+        return None, f"{path.name} has no test accuracy (test_acc={acc}: diverged?)"
+    return m, None
+
+
 def find_jobs(sweep_dir: str | Path) -> list[Job]:
     """Every job folder under `sweep_dir`, in job-number order (sub-folders named 0, 1, ..., 10 sort as numbers)."""
     jobs = []
     for ov in Path(sweep_dir).glob("**/.hydra/overrides.yaml"):
         d = ov.parent.parent
         overrides = dict(_key(o) for o in OmegaConf.to_container(OmegaConf.load(ov)))
-        m = d / "metrics.json"
-        metrics = json.loads(m.read_text()) if m.is_file() else None
+        metrics, bad_metrics = read_metrics(d / "metrics.json")
         err = d / "error.txt"
-        error = err.read_text().strip().splitlines()[0] if err.is_file() and err.stat().st_size else None
+        error = (
+            err.read_text().strip().splitlines()[0] if err.is_file() and err.stat().st_size else bad_metrics
+        )
         if metrics is None and error is None:
             error = "no metrics.json (killed, still running, or crashed before writing it)"
         jobs.append(Job(d, overrides, metrics, error))
-    return sorted(jobs, key=lambda j: [int(p) if p.isdigit() else p for p in j.path.relative_to(sweep_dir).parts])
+    return sorted(
+        jobs, key=lambda j: [int(p) if p.isdigit() else p for p in j.path.relative_to(sweep_dir).parts]
+    )
 
 
 def group(jobs: list[Job]) -> tuple[list[Row], dict[str, str]]:
     """Rows of successful jobs grouped by their varying overrides (minus seed), best mean test accuracy first;
     plus the overrides every job shares."""
     keys = {k for j in jobs for k in j.overrides} - IGNORED_KEYS
-    common = {k: v for k, v in (jobs[0].overrides.items() if jobs else [])
-              if k in keys and all(j.overrides.get(k) == v for j in jobs)}
+    common = {
+        k: v
+        for k, v in (jobs[0].overrides.items() if jobs else [])
+        if k in keys and all(j.overrides.get(k) == v for j in jobs)
+    }
     varying = sorted(keys - set(common))
     rows: dict[tuple, Row] = {}
     for j in jobs:
@@ -100,8 +131,12 @@ def summarise(row: Row) -> dict[str, Any]:
     params = sorted(set(row.values("params")))
     epochs = sorted(set(row.values("epochs_run")))
     return {
-        "config": _label(row.config), **row.config, "n": len(row.jobs),
-        "test_acc_mean": acc_m, "test_acc_std": acc_s, "val_acc_best_mean": val_m,
+        "config": _label(row.config),
+        **row.config,
+        "n": len(row.jobs),
+        "test_acc_mean": acc_m,
+        "test_acc_std": acc_s,
+        "val_acc_best_mean": val_m,
         "params": params[0] if len(params) == 1 else "/".join(map(str, params)),
         "epochs": epochs[0] if len(epochs) == 1 else "/".join(map(str, epochs)),
         "wall_seconds_mean": _mean_std(row.values("wall_seconds"))[0],
@@ -113,18 +148,25 @@ def _pct(x: float) -> str:
     return "–" if math.isnan(x) else f"{100 * x:.2f}"
 
 
-def to_markdown(sweep_dir: Path, summaries: list[dict[str, Any]], common: dict[str, str], failed: list[Job]) -> str:
+def to_markdown(
+    sweep_dir: Path, summaries: list[dict[str, Any]], common: dict[str, str], failed: list[Job]
+) -> str:
     lines = [f"# Leaderboard: `{sweep_dir}`", ""]
     if common:
         lines += ["Every job: `" + " ".join(f"{k}={v}" for k, v in common.items()) + "`", ""]
-    lines += ["Test accuracy of the checkpoint chosen on validation, mean ± sample std over seeds (n = jobs).", "",
-              "| configuration | test acc % (mean ± std) | n | val acc best % | params | epochs | wall s (mean) |",
-              "|---|---|---|---|---|---|---|"]
+    lines += [
+        "Test accuracy of the checkpoint chosen on validation, mean ± sample std over seeds (n = jobs).",
+        "",
+        "| configuration | test acc % (mean ± std) | n | val acc best % | params | epochs | wall s (mean) |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for s in summaries:
         std = "" if math.isnan(s["test_acc_std"]) else f" ± {_pct(s['test_acc_std'])}"
         params = f"{s['params']:,}" if isinstance(s["params"], int) else s["params"]
-        lines.append(f"| `{s['config']}` | {_pct(s['test_acc_mean'])}{std} | {s['n']} | "
-                     f"{_pct(s['val_acc_best_mean'])} | {params} | {s['epochs']} | {s['wall_seconds_mean']:.0f} |")
+        lines.append(
+            f"| `{s['config']}` | {_pct(s['test_acc_mean'])}{std} | {s['n']} | "
+            f"{_pct(s['val_acc_best_mean'])} | {params} | {s['epochs']} | {s['wall_seconds_mean']:.0f} |"
+        )
     lines += ["", f"Failed jobs: {len(failed)}"]
     for j in failed:
         own = {k: v for k, v in j.overrides.items() if k not in common}
@@ -133,20 +175,46 @@ def to_markdown(sweep_dir: Path, summaries: list[dict[str, Any]], common: dict[s
 
 
 def to_png(path: Path, summaries: list[dict[str, Any]]) -> None:
+    """One dot per configuration (best at the top) at its mean test accuracy, with a ± std bar only where n > 1.
+    Dots, not bars: the axis is zoomed to the data (a bar's length from a cut-off baseline would exaggerate the
+    gaps), and the axis label says so."""
     import matplotlib
+
     matplotlib.use("Agg")  # no display on servers / in tests
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(max(4.0, 1.2 * len(summaries) + 2), 4))
-    means = [100 * s["test_acc_mean"] for s in summaries]
-    stds = [0.0 if math.isnan(s["test_acc_std"]) else 100 * s["test_acc_std"] for s in summaries]
-    ax.bar(range(len(summaries)), means, yerr=stds, capsize=4, color="tab:blue")
-    ax.set_xticks(range(len(summaries)), [s["config"] for s in summaries], rotation=20, ha="right", fontsize=8)
-    if means:  # zoom on the bars' tops: differences are often tenths of a point
-        lo = min(m - s for m, s in zip(means, stds))
-        ax.set_ylim(max(0.0, lo - 2), min(100.0, max(m + s for m, s in zip(means, stds)) + 1))
-    ax.set_ylabel("test accuracy % (mean ± std over seeds)")
-    ax.set_title(f"{len(summaries)} configurations")
+    fig, ax = plt.subplots(figsize=(8, max(2.5, 0.45 * len(summaries) + 1.6)))
+    for y, s in enumerate(summaries):
+        mean, std = 100 * s["test_acc_mean"], 100 * s["test_acc_std"]
+        many = s["n"] > 1 and not math.isnan(std)
+        ax.errorbar(mean, y, xerr=std if many else None, fmt="o", color="tab:blue", capsize=4, ms=6)
+        ax.annotate(
+            f"{mean:.2f}%" + (f" ± {std:.2f} (n={s['n']})" if many else f" (n={s['n']})"),
+            (mean, y),
+            xytext=(0, 8),
+            textcoords="offset points",
+            ha="center",
+            fontsize=8,
+        )
+    ax.set_yticks(range(len(summaries)), [s["config"] for s in summaries], fontsize=8)
+    ax.set_ylim(len(summaries) - 0.4, -0.6)  # best first, room for the labels above the dots
+    if summaries:
+        lo = min(
+            100 * (s["test_acc_mean"] - (0 if math.isnan(s["test_acc_std"]) else s["test_acc_std"]))
+            for s in summaries
+        )
+        hi = max(
+            100 * (s["test_acc_mean"] + (0 if math.isnan(s["test_acc_std"]) else s["test_acc_std"]))
+            for s in summaries
+        )
+        pad = max(0.5, 0.15 * (hi - lo))
+        ax.set_xlim(max(0.0, lo - pad), min(100.0, hi + pad))
+    ax.set_xlabel("test accuracy %: mean over seeds, ± sample std where n > 1")
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_title(
+        f"{len(summaries)} configurations, best first (accuracy axis zoomed to the data, not from 0)",
+        fontsize=10,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -168,8 +236,13 @@ def write_leaderboard(sweep_dir: str | Path) -> tuple[list[dict[str, Any]], list
             w.writerow(s)
         for j in failed:  # failed jobs stay visible in the CSV too, one line each
             own = {k: v for k, v in j.overrides.items() if k not in common}
-            w.writerow({**{k: v for k, v in own.items() if k in fields}, "config": _label(own), "n": 0,
-                        "failed": j.error})
+            w.writerow(
+                {
+                    **{k: v for k, v in own.items() if k in fields},
+                    "config": _label(own),
+                    "n": 0,
+                    "failed": j.error,
+                }
+            )
     to_png(sweep_dir / "leaderboard.png", summaries)
     return summaries, failed
-

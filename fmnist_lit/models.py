@@ -1,6 +1,6 @@
 """The networks: plain `nn.Module`s, chosen by Hydra (`conf/model/*.yaml`, `_target_` is the registry).
 
-Every net maps normalised images (B, 1, 28, 28) to logits (B, 10).
+Every net maps normalised images (B, 1, 28, 28) to logits (B, 10). Their settings' defaults live in conf/model/.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from torch import nn
 class MLP(nn.Module):
     """Seed 001's fully-connected baseline: flatten, hidden ReLU layers with dropout."""
 
-    def __init__(self, hidden: Sequence[int] = (512, 256), dropout: float = 0.2, num_classes: int = 10):
+    def __init__(self, hidden: Sequence[int], dropout: float, num_classes: int = 10):
         super().__init__()
         layers: list[nn.Module] = [nn.Flatten()]  # (B, 1, 28, 28) -> (B, 784)
         d = 28 * 28
@@ -34,8 +34,7 @@ class SimpleCNN(nn.Module):
     'same' padding: (B, 1, 28, 28) -> (B, 32, 14, 14) -> (B, 64, 7, 7) -> (B, 128, 3, 3) -> 1152 features.
     """
 
-    def __init__(self, widths: Sequence[int] = (32, 64, 128), hidden: int = 128, dropout: float = 0.0,
-                 num_classes: int = 10):
+    def __init__(self, widths: Sequence[int], hidden: int, dropout: float, num_classes: int = 10):
         super().__init__()
         blocks: list[nn.Module] = []
         c, size = 1, 28
@@ -43,8 +42,13 @@ class SimpleCNN(nn.Module):
             blocks += [nn.Conv2d(c, w, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2)]
             c, size = w, size // 2
         self.features = nn.Sequential(*blocks)
-        self.head = nn.Sequential(nn.Flatten(), nn.Linear(c * size * size, hidden), nn.ReLU(inplace=True),
-                                  nn.Dropout(dropout), nn.Linear(hidden, num_classes))
+        self.head = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(c * size * size, hidden),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, num_classes),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
@@ -52,7 +56,9 @@ class SimpleCNN(nn.Module):
 
 def conv_bn(c_in: int, c_out: int) -> nn.Sequential:
     # bias=False: BatchNorm's shift makes a conv bias redundant
-    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)
+    )
 
 
 class BNGapCNN(nn.Module):
@@ -63,8 +69,9 @@ class BNGapCNN(nn.Module):
     `convs_per_block` > 1 deepens each stage (more MACs, more accuracy).
     """
 
-    def __init__(self, widths: Sequence[int] = (64, 128, 256), hidden: int = 128, dropout: float = 0.3,
-                 convs_per_block: int = 1, num_classes: int = 10):
+    def __init__(
+        self, widths: Sequence[int], hidden: int, dropout: float, convs_per_block: int, num_classes: int = 10
+    ):
         super().__init__()
         layers: list[nn.Module] = []
         c = 1
@@ -87,30 +94,42 @@ class BNGapCNN(nn.Module):
 
 
 class FastCNN(nn.Module):
-    """Small BN CNN for `experiment=fast` (quickest to 91% on a 2-core CPU): three 3x3-conv stages with 2x2
+    """Small BN CNN for `experiment=fast`: three 3x3-conv stages with 2x2
     max-pools, then a linear layer on the flattened 3x3 maps (keeps where things are, which GAP would lose here).
 
     (B, 1, 28, 28) -> (B, w0, 14, 14) -> (B, w1, 7, 7) -> (B, w2, 3, 3) -> (B, 9 * w2) -> (B, 10).
-    `pool_first`: conv -> pool -> BN -> ReLU (as in airbench) instead of conv -> BN -> ReLU -> pool. BN and ReLU
-    then run on 4x fewer activations; on the 2-core CPU this trained 1.3x faster at the same accuracy
-    (docs/BENCHMARKS.md). `extra[i]` more conv-BN-ReLU layers at stage i's pooled size: depth where it is cheap
-    (a 64->64 conv on 3x3 maps is 0.33 MMAC).
-    widths (16, 32, 64), extra (0, 0, 1): ~2.3 MMAC per image, a third of SimpleCNN's 7.6.
+    `pool_first`: conv -> pool -> BN -> ReLU (as in airbench) instead of conv -> BN -> ReLU -> pool, so BN and ReLU
+    run on 4x fewer activations. `extra[i]` more conv-BN-ReLU layers at stage i's pooled size: depth where it is
+    cheap (a 64->64 conv on 3x3 maps is 0.33 MMAC). widths (16, 32, 64), extra (0, 0, 1): ~2.3 MMAC per image.
     """
 
-    def __init__(self, widths: Sequence[int] = (16, 32, 64), dropout: float = 0.0, num_classes: int = 10,
-                 pool_first: bool = False, extra: Sequence[int] | None = None):
+    def __init__(
+        self,
+        widths: Sequence[int],
+        dropout: float,
+        pool_first: bool,
+        extra: Sequence[int] | None = None,
+        num_classes: int = 10,
+    ):
         super().__init__()
         extra = [0] * len(widths) if extra is None else list(extra)
         if len(extra) != len(widths) or any(not isinstance(n, int) or n < 0 for n in extra):
-            raise ValueError(f"extra={extra} needs one count >= 0 per stage of widths={list(widths)}, "
-                             f"e.g. model.net.extra={[0] * (len(widths) - 1) + [1]}")
+            raise ValueError(
+                f"extra={extra} needs one count >= 0 per stage of widths={list(widths)}, "
+                f"e.g. model.net.extra={[0] * (len(widths) - 1) + [1]}"
+            )
         layers: list[nn.Module] = []
         c = 1
         for w, n_extra in zip(widths, extra):
             if pool_first:
-                layers.append(nn.Sequential(nn.Conv2d(c, w, 3, padding=1, bias=False), nn.MaxPool2d(2),
-                                            nn.BatchNorm2d(w), nn.ReLU(inplace=True)))
+                layers.append(
+                    nn.Sequential(
+                        nn.Conv2d(c, w, 3, padding=1, bias=False),
+                        nn.MaxPool2d(2),
+                        nn.BatchNorm2d(w),
+                        nn.ReLU(inplace=True),
+                    )
+                )
             else:  # the original layout (checkpoints from before pool_first load unchanged)
                 layers += [conv_bn(c, w), nn.MaxPool2d(2)]
             layers += [conv_bn(w, w) for _ in range(n_extra)]
@@ -121,3 +140,65 @@ class FastCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
+
+
+class PreActBlock(nn.Module):
+    """Pre-activation residual block (He et al. 2016, 'Identity Mappings'): BN-ReLU-conv3x3, BN-ReLU-conv3x3, plus
+    the input. Where the shape changes (stride 2 or new width) the shortcut is a 1x1 conv on the activated input."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int = 1):
+        super().__init__()
+        self.bn1, self.bn2 = nn.BatchNorm2d(c_in), nn.BatchNorm2d(c_out)
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
+        self.shortcut = (
+            nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False) if stride != 1 or c_in != c_out else None
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = torch.relu(self.bn1(x))
+        skip = x if self.shortcut is None else self.shortcut(a)
+        return self.conv2(torch.relu(self.bn2(self.conv1(a)))) + skip
+
+
+class ResNet(nn.Module):
+    """Pre-activation ResNet for 28x28 grayscale (CIFAR-style: 3x3 stem, no 7x7 conv or max-pool).
+
+    (B, 1, 28, 28) -stem-> (B, w0, 28, 28) -stage 1-> (B, w0, 28, 28) -stage 2-> (B, w1, 14, 14)
+    -stage 3-> (B, w2, 7, 7) -BN, ReLU, GAP-> (B, w2) -> (B, 10).
+    `blocks` residual blocks per stage (two 3x3 convs each): widths (16, 32, 64) with 3 blocks is ResNet-20;
+    wider stages make a narrow Wide-ResNet. Cost per image grows with blocks x width^2.
+    """
+
+    def __init__(
+        self,
+        widths: Sequence[int] = (16, 32, 64),
+        blocks: int = 3,
+        dropout: float = 0.0,
+        num_classes: int = 10,
+    ):
+        super().__init__()
+        if blocks < 1 or len(widths) < 1:
+            raise ValueError(
+                f"ResNet needs blocks >= 1 and at least one stage, got blocks={blocks}, widths={widths}"
+            )
+        self.stem = nn.Conv2d(1, widths[0], 3, padding=1, bias=False)
+        layers: list[nn.Module] = []
+        c = widths[0]
+        for i, w in enumerate(widths):
+            for j in range(blocks):
+                layers.append(PreActBlock(c, w, stride=2 if i > 0 and j == 0 else 1))
+                c = w
+        self.stages = nn.Sequential(*layers)
+        # pre-activation blocks end in a conv: the last BN-ReLU comes before pooling
+        self.head = nn.Sequential(
+            nn.BatchNorm2d(c),
+            nn.ReLU(inplace=True),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Dropout(dropout),
+            nn.Linear(c, num_classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.stages(self.stem(x)))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 from typing import Any
 
 import lightning as L
@@ -17,28 +18,40 @@ from torchmetrics.classification import (
     MulticlassRecall,
 )
 
+from fmnist_lit.utils import UserError
 
-def split_metrics(num_classes: int, per_class: bool) -> MetricCollection:
-    """Overall accuracy and macro precision/recall/F1; with `per_class`, the same per class too."""
-    m: dict[str, Any] = {
-        "acc": MulticlassAccuracy(num_classes, average="micro"),
-        "precision": MulticlassPrecision(num_classes, average="macro"),
-        "recall": MulticlassRecall(num_classes, average="macro"),
-        "f1": MulticlassF1Score(num_classes, average="macro"),
-    }
-    if per_class:  # vectors (C,): computed at epoch end and kept off self.log
-        m |= {
-            "class_acc": MulticlassAccuracy(num_classes, average="none"),
-            "class_precision": MulticlassPrecision(num_classes, average="none"),
-            "class_recall": MulticlassRecall(num_classes, average="none"),
-            "class_f1": MulticlassF1Score(num_classes, average="none"),
+
+def split_metrics(num_classes: int) -> MetricCollection:
+    """Overall accuracy and macro precision/recall/F1 (per-class numbers come from the report's predictions)."""
+    return MetricCollection(
+        {
+            "acc": MulticlassAccuracy(num_classes, average="micro"),
+            "precision": MulticlassPrecision(num_classes, average="macro"),
+            "recall": MulticlassRecall(num_classes, average="macro"),
+            "f1": MulticlassF1Score(num_classes, average="macro"),
         }
-    return MetricCollection(m)
+    )
 
 
 class LitClassifier(L.LightningModule):
-    def __init__(self, net: nn.Module, optimizer: Any, scheduler: Any = None, num_classes: int = 10,
-                 label_smoothing: float = 0.0, compile: bool = False, channels_last: bool = False):
+    """Loss, optimiser and metrics around an injected net. Settings come from conf/train.yaml's `model:`.
+
+    Validation may have a second dataloader (`report.test_each_epoch=true`): the official test set, logged as
+    `test_each_epoch/*` for the report's curves only (checkpoint selection and early stopping monitor val/*).
+    `tta_flip`: evaluation logits are the mean over the image and its mirror (only for nets trained with flips).
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        optimizer: Any,
+        scheduler: Any,
+        label_smoothing: float,
+        compile: bool,
+        channels_last: bool,
+        tta_flip: bool = False,
+        num_classes: int = 10,
+    ):
         super().__init__()
         # the net and the optimiser/scheduler factories are rebuilt from the run's config; keeping them out of the
         # checkpoint's hparams leaves only plain values there, so checkpoints load with torch.load(weights_only=True)
@@ -47,20 +60,27 @@ class LitClassifier(L.LightningModule):
         self.net = net.to(memory_format=torch.channels_last) if channels_last else net
         self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         # one metric object per split (states must not mix between train/val/test)
-        self.val_metrics = split_metrics(num_classes, per_class=True).clone(prefix="val/")
-        self.test_metrics = split_metrics(num_classes, per_class=True).clone(prefix="test/")
-        self.val_confmat = MulticlassConfusionMatrix(num_classes)
-        self.test_confmat = MulticlassConfusionMatrix(num_classes)
+        self.val_metrics = split_metrics(num_classes).clone(prefix="val/")
+        self.test_metrics = split_metrics(num_classes).clone(prefix="test/")
+        self.val_confmat = MulticlassConfusionMatrix(
+            num_classes
+        )  # read by callbacks.ReportCallback each epoch
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()  # training sums: on_train_epoch_start
+        self.test_each_epoch_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.test_each_epoch_loss = MeanMetric()
         self.val_acc_best = MaxMetric()
         self.best_val_epoch = -1
-        # filled at epoch end for callbacks / the report: plain tensors on the CPU
-        self.last_val: dict[str, torch.Tensor] = {}
-        self.test_results: dict[str, torch.Tensor] = {}
-        self.test_outputs: list[tuple[torch.Tensor, torch.Tensor]] = []  # (probs, targets) per batch
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
+
+    def eval_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits (B, 10) in fp32 for validation/test/predict; with `tta_flip`, the mean of the logits of x and of
+        x mirrored left-right (only sensible for a net trained with flips: Fashion-MNIST items face one way)."""
+        logits = self(x).float()
+        if self.hparams.get("tta_flip"):
+            logits = (logits + self(x.flip(3)).float()) / 2
+        return logits
 
     def setup(self, stage: str) -> None:
         if self.hparams.compile and stage == "fit":
@@ -68,118 +88,139 @@ class LitClassifier(L.LightningModule):
 
     def on_train_start(self) -> None:
         # the sanity check ran validation already: forget it so val/acc_best is from real epochs only
-        self.val_loss.reset()
-        self.val_metrics.reset()
-        self.val_confmat.reset()
-        self.val_acc_best.reset()
+        for m in (
+            self.val_loss,
+            self.val_metrics,
+            self.val_confmat,
+            self.val_acc_best,
+            self.test_each_epoch_acc,
+            self.test_each_epoch_loss,
+        ):
+            m.reset()
         if getattr(self, "_restored_best", None) is not None:
             self.val_acc_best.update(torch.tensor(self._restored_best, device=self.device))
+        if hasattr(self, "_train_sums"):  # resumed mid-epoch: the epoch's sums so far (on_load_checkpoint)
+            self._train_sums = self._train_sums.to(self.device)
+        self._window = torch.zeros(2, device=self.device)  # a mid-epoch resume skips on_train_epoch_start
 
-    def _step(self, batch: tuple[torch.Tensor, torch.Tensor], train: bool = False
-              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _step(
+        self, batch: tuple[torch.Tensor, torch.Tensor], train: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         x, y = batch
-        logits = self(x).float()
+        logits = self(x).float() if train else self.eval_logits(x)
         # label smoothing shapes the training loss only; val/test losses are plain cross-entropy, comparable
         # across runs whatever their smoothing
         loss = self.criterion(logits, y) if train else nn.functional.cross_entropy(logits, y)
         return loss, logits, y
 
     def on_train_epoch_start(self) -> None:
-        # running sums on the device, (3,): loss x images, correct predictions, images
-        self._train_sums = torch.zeros(3, device=self.device)
+        # running sums on the device, (4,): loss x images, plain cross-entropy x images, correct predictions, images
+        self._train_sums = torch.zeros(4, device=self.device)
+        self._window = torch.zeros(
+            2, device=self.device
+        )  # loss x images, images: since the last per-step log
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         loss, logits, y = self._step(batch, train=True)
-        # Per step: three tensor adds, no self.log, no metric-object bookkeeping, no .item() (no device sync).
-        # Values are logged once per epoch (on_train_epoch_end); the progress bar shows them then.
+        # per step: a few tensor ops, no .item() (no device sync); logged per epoch, and every
+        # trainer.log_every_n_steps steps (on_train_batch_end)
         with torch.no_grad():
-            correct = (logits.argmax(1) == y).sum()
-            self._train_sums += torch.stack([loss.detach().float() * len(y), correct.float(),
-                                             torch.tensor(float(len(y)), device=loss.device)])
+            # the training loss includes label smoothing; the plain cross-entropy is what val/loss measures
+            ce = nn.functional.cross_entropy(logits, y) if self.criterion.label_smoothing else loss.detach()
+            n = torch.tensor(float(len(y)), device=loss.device)
+            sums = torch.stack(
+                [loss.detach().float() * n, ce.float() * n, (logits.argmax(1) == y).sum().float(), n]
+            )
+            self._train_sums += sums
+            self._window += sums[::3]  # (loss x images, images): a view, no index tensor
         return loss
 
-    def on_train_epoch_end(self) -> None:
-        loss_sum, correct, n = self._train_sums
-        self.log("train/loss", loss_sum / n, prog_bar=True, sync_dist=True)
-        self.log("train/acc", correct / n, prog_bar=True, sync_dist=True)
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        # the training loss averaged since the last log, on the steps Lightning writes to the loggers (after the
+        # optimiser step global_step counts this batch): TensorBoard's per-step curve, one .item() per log
+        every = self.trainer.log_every_n_steps
+        if every and self.global_step % every == 0:
+            self.log(
+                "train/loss_step",
+                self._window[0] / self._window[1],
+                on_step=True,
+                on_epoch=False,
+                batch_size=1,
+            )
+            self._window.zero_()
 
-    def validation_step(self, batch, batch_idx: int) -> None:
+    def on_train_epoch_end(self) -> None:
+        # logged after validation (Lightning's hook order): console.EpochLog prints the epoch once both are in
+        loss_sum, ce_sum, correct, n = self._train_sums
+        self.log("train/loss", loss_sum / n, sync_dist=True)
+        self.log("train/ce", ce_sum / n, sync_dist=True)
+        self.log("train/acc", correct / n, sync_dist=True)
+
+    def validation_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
         loss, logits, y = self._step(batch)
-        self.val_loss(loss)
-        self.val_metrics.update(logits, y)
-        self.val_confmat.update(logits, y)
+        if dataloader_idx == 0:
+            self.val_loss.update(loss, weight=len(y))  # weighted: uneven last/DDP batches count per image
+            self.val_metrics.update(logits, y)
+            self.val_confmat.update(logits, y)
+        else:  # the test set, evaluated for information only
+            self.test_each_epoch_loss.update(loss, weight=len(y))
+            self.test_each_epoch_acc.update(logits, y)
 
     def on_validation_epoch_end(self) -> None:
+        if self.test_each_epoch_loss.update_called:
+            self.log("test_each_epoch/loss", self.test_each_epoch_loss.compute())
+            self.log("test_each_epoch/acc", self.test_each_epoch_acc.compute())
+            self.test_each_epoch_loss.reset()
+            self.test_each_epoch_acc.reset()
         values = self.val_metrics.compute()
         self.val_metrics.reset()
-        loss = self.val_loss.compute()
+        self.log("val/loss", self.val_loss.compute(), prog_bar=True)
         self.val_loss.reset()
-        self.log("val/loss", loss, prog_bar=True, sync_dist=False)
-        self.log("val/acc", values["val/acc"], prog_bar=True)
-        self.log_dict({k: v for k, v in values.items() if v.ndim == 0 and k != "val/acc"})
+        acc = values.pop("val/acc")
+        self.log("val/acc", acc, prog_bar=True)
+        self.log_dict(values)
         if not self.trainer.sanity_checking:
-            acc = values["val/acc"]
             if self.best_val_epoch < 0 or acc > self.val_acc_best.compute():
                 self.best_val_epoch = self.current_epoch
             self.val_acc_best(acc)
             self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True)
-        self.last_val = {k: v.detach().cpu() for k, v in values.items()}
-        self.last_val["confmat"] = self.val_confmat.compute().cpu()
-        self.val_confmat.reset()
+        self.val_confmat.reset()  # after callbacks.ReportCallback has read it (callback hooks run first)
 
     # metric states are not in the state_dict: carry the best-so-far through checkpoints so a resumed run
-    # reports the true best validation accuracy and its epoch
+    # reports the true best validation accuracy and its epoch, and the epoch's training sums so far, so a run
+    # resumed mid-epoch logs the same train/loss and train/acc
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self.best_val_epoch >= 0:
             checkpoint["val_acc_best"] = float(self.val_acc_best.compute())
         checkpoint["best_val_epoch"] = self.best_val_epoch
+        if hasattr(self, "_train_sums"):
+            checkpoint["train_sums"] = self._train_sums.detach().cpu()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.best_val_epoch = checkpoint.get("best_val_epoch", -1)
         self._restored_best = checkpoint.get("val_acc_best")
-
-    def on_test_epoch_start(self) -> None:
-        self.test_outputs = []
+        if "train_sums" in checkpoint:
+            self._train_sums = checkpoint["train_sums"]
+        # a per-step schedule's planned length (OneCycle): configure_optimizers checks the resumed run against it
+        scheds = checkpoint.get("lr_schedulers") or [{}]
+        self._planned_steps = scheds[0].get("total_steps")
 
     def test_step(self, batch, batch_idx: int) -> None:
         loss, logits, y = self._step(batch)
-        self.test_loss(loss)
+        self.test_loss.update(loss, weight=len(y))
         self.test_metrics.update(logits, y)
-        self.test_confmat.update(logits, y)
-        self.test_outputs.append((logits.softmax(-1).cpu(), y.cpu()))
 
     def on_test_epoch_end(self) -> None:
-        values = self.test_metrics.compute()
-        self.test_metrics.reset()
         self.log("test/loss", self.test_loss.compute())
         self.test_loss.reset()
-        self.log_dict({k: v for k, v in values.items() if v.ndim == 0})
-        self.test_results = {k: v.detach().cpu() for k, v in values.items()}
-        self.test_results["test/loss"] = self.trainer.callback_metrics["test/loss"].detach().cpu()
-        self.test_results["confmat"] = self.test_confmat.compute().cpu()
-        self.test_confmat.reset()
-        if self.trainer.world_size > 1:
-            self.test_outputs = self._gather_test_outputs()
-
-    def _gather_test_outputs(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """DDP: rank 0 gets the whole test set as one (probs, targets) pair, in the dataset's order; other ranks
-        get []. Rank r evaluated items r, r + W, r + 2W, ... (strided, unpadded, so shard sizes may differ by
-        one): all_gather_object takes uneven shards, and interleaving restores the order."""
-        local = [torch.cat(t) if t else torch.empty(0) for t in zip(*self.test_outputs)] or [torch.empty(0)] * 2
-        shards = [None] * self.trainer.world_size
-        torch.distributed.all_gather_object(shards, local)
-        if not self.trainer.is_global_zero:
-            return []
-        world, n = len(shards), sum(len(p) for p, _ in shards)
-        probs = torch.empty(n, shards[0][0].shape[-1]) if n else torch.empty(0)
-        targets = torch.empty(n, dtype=torch.long)
-        for r, (p, y) in enumerate(shards):
-            probs[r::world], targets[r::world] = p, y
-        return [(probs, targets)]
+        self.log_dict(self.test_metrics.compute())
+        self.test_metrics.reset()
 
     def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
+        """(B, 10) float32 logits; the report takes softmax(logits / T) with the run's temperature
+        (fmnist_lit.calibration), which needs the logits themselves."""
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
-        return self(x).float().softmax(-1)
+        return self.eval_logits(x)  # logits (B, 10): calibration needs them, softmax(logits / T) follows
 
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = self.optimizer_fn(params=self.parameters())
@@ -189,8 +230,40 @@ class LitClassifier(L.LightningModule):
         kwargs = {}
         # per-step schedules (OneCycle) need the run's length, known only once the trainer exists
         if "total_steps" in inspect.signature(sched_fn.func).parameters:
-            kwargs["total_steps"] = max(1, int(self.trainer.estimated_stepping_batches))
+            kwargs = self._total_steps_kwargs(sched_fn)
         scheduler = sched_fn(optimizer=optimizer, **kwargs)
         interval = "step" if kwargs else "epoch"
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": interval,
-                                                         "monitor": "val/loss"}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": interval, "monitor": "val/loss"},
+        }
+
+    def _total_steps_kwargs(self, sched_fn: Any) -> dict[str, Any]:
+        """total_steps (and pct_start) for a schedule planned over the whole run (OneCycleLR)."""
+        steps = self.trainer.estimated_stepping_batches
+        if not math.isfinite(steps):  # max_epochs=-1 (validate.py refuses it before a run starts)
+            raise UserError(
+                "the OneCycle schedule needs a finite run length: set trainer.max_epochs, or scheduler=null"
+            )
+        total = max(1, int(steps))
+        planned = getattr(self, "_planned_steps", None)
+        if planned is not None and total > planned:  # resuming a run with a larger trainer.max_epochs
+            raise UserError(
+                f"ckpt_path: the checkpoint's OneCycle schedule was planned for {planned} steps, this "
+                f"run needs {total} (trainer.max_epochs={self.trainer.max_epochs}); resume with the "
+                "original trainer.max_epochs (to extend runs, train with scheduler=null)"
+            )
+        kwargs: dict[str, Any] = {"total_steps": planned or total}
+        pct = sched_fn.keywords.get("pct_start")
+        if pct is not None:
+            kwargs["pct_start"] = one_cycle_pct_start(pct, kwargs["total_steps"])
+        return kwargs
+
+
+def one_cycle_pct_start(pct_start: float, total_steps: int) -> float:
+    """OneCycleLR warms up for pct_start x total_steps steps and divides by that length minus one step: a 1-step
+    warm-up is 0/0 (ZeroDivisionError, e.g. 4 steps at pct_start 0.25) and shorter ones are degenerate. Tiny runs
+    get a 2-step warm-up (3 or more steps in all) or none (1 or 2 steps); longer runs keep pct_start."""
+    if pct_start * total_steps >= 2:
+        return pct_start
+    return 2 / total_steps if total_steps >= 3 else 0.0

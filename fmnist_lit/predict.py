@@ -1,10 +1,12 @@
 """predict.py: classify new images with a trained checkpoint.
 
-    python predict.py outputs/<date>/<time>/checkpoints/last.ckpt shirt.png photos/ --csv preds.csv
+    python predict.py outputs/<date>/<time>/checkpoints/last.ckpt shirt.jpg photos/ --csv preds.csv
 
-Images are turned into Fashion-MNIST's format: grayscale, fitted into 28x28 (aspect kept, padded), and — like
-the dataset — a light object on a dark background: photos of a dark item on a light background are inverted
-(`--invert auto` decides from the border pixels).
+Each file is turned into what the model was trained on by the dataset's own conversion (fmnist_lit/photo.py):
+a product photo (dark garment on a light background, any size, JPEG/PNG, transparency, EXIF rotation) becomes a
+light garment, trimmed, 28 px on its longest side and centred, on an exact-black 28x28. A file that cannot be read
+is reported on its own `error:` line and the others are still classified; the exit status is then 1.
+`--save-inputs DIR` writes the 28x28 images the model received, and a mosaic of them.
 """
 
 from __future__ import annotations
@@ -15,13 +17,17 @@ import sys
 from pathlib import Path
 
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 
-from fmnist_lit.data import CLASSES, normalize_uint8
-from fmnist_lit.evaluate import load_model, read_checkpoint, run_config
+from fmnist_lit.data import CLASSES
+from fmnist_lit.export import load_predictor
+from fmnist_lit.photo import to_fmnist
+from fmnist_lit.plots import RIGHT, WRONG, image_grid, save
 from fmnist_lit.utils import UserError
 
 SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+MIN_CONFIDENCE = 0.5  # below this top-class probability a prediction is flagged low-confidence
+MOSAIC_MAX = 256  # images drawn in the --save-inputs mosaic (the first ones); every one gets its own PNG
 
 
 def find_images(inputs: list[str]) -> list[Path]:
@@ -39,62 +45,128 @@ def find_images(inputs: list[str]) -> list[Path]:
     return files
 
 
-def to_fmnist(path: Path, invert: str = "auto") -> torch.Tensor:
-    """An image file -> (28, 28) uint8, light object on dark background."""
-    try:
-        img = Image.open(path)
-        img.load()
-    except (UnidentifiedImageError, OSError) as e:
-        raise UserError(f"{path}: not a readable image ({e})") from None
-    g = ImageOps.exif_transpose(img).convert("L")
-    g = ImageOps.pad(g, (28, 28), method=Image.Resampling.LANCZOS, color=_border_mean(g))
-    x = torch.frombuffer(bytearray(g.tobytes()), dtype=torch.uint8).view(28, 28)
-    if invert == "yes" or (invert == "auto" and _border_mean(g) > 127):
-        x = 255 - x
-    return x
-
-
-def _border_mean(g: Image.Image) -> int:
-    t = torch.frombuffer(bytearray(g.tobytes()), dtype=torch.uint8).view(g.height, g.width).float()
-    border = torch.cat([t[0], t[-1], t[:, 0], t[:, -1]])
-    return int(border.mean().round())
-
-
 @torch.no_grad()
 def predict(ckpt_path: str | Path, images: list[str], invert: str = "auto") -> list[dict]:
-    ckpt_path = Path(ckpt_path)
-    ckpt = read_checkpoint(ckpt_path)
-    _, run_cfg = run_config(ckpt_path)
-    model = load_model(run_cfg, ckpt, ckpt_path).eval()
-    files = find_images(images)
-    x = torch.stack([to_fmnist(f, invert) for f in files])  # (N, 28, 28) uint8
-    probs = model(normalize_uint8(x)).float().softmax(-1)  # (N, 10)
-    top = probs.topk(3, dim=-1)
-    return [{"file": str(f), "class": CLASSES[int(i[0])], "confidence": float(p[0]),
-             "top3": [(CLASSES[int(j)], float(q)) for j, q in zip(i, p)]}
-            for f, p, i in zip(files, top.values, top.indices)]
+    """One dict per file, in order: {"file", "error"} for a file that could not be read, else {"file", "class",
+    "confidence", "top3", "probs" (10 floats), "inverted", "input" ((28, 28) uint8, what the model received)}.
+    A bad checkpoint or no images at all raise UserError."""
+    probs_of = load_predictor(ckpt_path)  # a checkpoint (with its run's temperature) or an exported .onnx
+    rows: list[dict] = []
+    for f in find_images(images):
+        try:
+            x, inverted = to_fmnist(f, invert)
+            rows.append({"file": str(f), "input": x, "inverted": inverted})
+        except UserError as e:
+            rows.append({"file": str(f), "error": str(e)})
+    ok = [r for r in rows if "error" not in r]
+    if ok:
+        probs = probs_of(torch.stack([r["input"] for r in ok]))  # (N, 10)
+        top = probs.topk(3, dim=-1)
+        for r, p, v, i in zip(ok, probs, top.values, top.indices):
+            r.update(
+                {
+                    "class": CLASSES[int(i[0])],
+                    "confidence": float(v[0]),
+                    "probs": p.tolist(),
+                    "top3": [(CLASSES[int(j)], float(q)) for j, q in zip(i, v)],
+                }
+            )
+    return rows
+
+
+def write_csv(path: str | Path, rows: list[dict], min_confidence: float) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(
+            ["file", "class", "confidence", "low_confidence", "inverted", *(f"p_{c}" for c in CLASSES)]
+        )
+        w.writerows(
+            [
+                r["file"],
+                r["class"],
+                f"{r['confidence']:.6f}",
+                int(r["confidence"] < min_confidence),
+                int(r["inverted"]),
+                *(f"{p:.6f}" for p in r["probs"]),
+            ]
+            for r in rows
+        )
+
+
+def save_inputs(out: Path, rows: list[dict], min_confidence: float) -> None:
+    """out/<index>_<name>.png: each (28, 28) the model received, and out/mosaic.png with the predictions."""
+    for i, r in enumerate(rows):
+        Image.fromarray(r["input"].numpy()).save(out / f"{i:04d}_{Path(r['file']).stem}.png")
+    shown = rows[:MOSAIC_MAX]
+    titles = [f"{Path(r['file']).stem[:10]}\n{r['class'][:11]}\n{r['confidence']:.0%}" for r in shown]
+    colors = [WRONG if r["confidence"] < min_confidence else RIGHT for r in shown]
+    what = (
+        f"{len(rows)} images" if len(rows) == len(shown) else f"the first {len(shown)} of {len(rows)} images"
+    )
+    save(
+        image_grid(
+            torch.stack([r["input"] for r in shown]),
+            titles,
+            f"What the model received ({what}; red: below {min_confidence:.0%} confidence)",
+            colors,
+            ncols=min(8, len(shown)),
+        ),
+        out / "mosaic.png",
+    )
+
+
+def _check_new_folder(path: str) -> Path:
+    out = Path(path)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UserError(f"--save-inputs {out}: exists and is not an empty folder (nothing is overwritten)")
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Classify images with a fmnist-lit checkpoint.")
-    ap.add_argument("ckpt_path", help="a checkpoint of a train.py run (<run>/checkpoints/*.ckpt)")
+    ap.add_argument(
+        "ckpt_path", help="a checkpoint of a train.py run (<run>/checkpoints/*.ckpt) or export.py's .onnx"
+    )
     ap.add_argument("images", nargs="+", help="image files and/or folders of images")
-    ap.add_argument("--invert", choices=["auto", "yes", "no"], default="auto",
-                    help="make the object light on dark like Fashion-MNIST (auto: if the border is light)")
-    ap.add_argument("--csv", help="also write the predictions to this CSV file")
+    ap.add_argument(
+        "--invert",
+        choices=["auto", "yes", "no"],
+        default="auto",
+        help="make the object light on dark like Fashion-MNIST (auto: if the background is light)",
+    )
+    ap.add_argument("--csv", help="also write the predictions (all ten probabilities) to this CSV file")
+    ap.add_argument(
+        "--save-inputs", metavar="DIR", help="write the 28x28 images the model received, and a mosaic"
+    )
+    ap.add_argument(
+        "--min-confidence",
+        type=float,
+        default=MIN_CONFIDENCE,
+        help="flag predictions whose top probability is below this (default: %(default)s)",
+    )
     a = ap.parse_args(argv)
+    if not 0 <= a.min_confidence <= 1:
+        ap.error(f"--min-confidence {a.min_confidence}: must be a probability in [0, 1]")
     try:
+        out = _check_new_folder(a.save_inputs) if a.save_inputs else None
         rows = predict(a.ckpt_path, a.images, a.invert)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    ok = [r for r in rows if "error" not in r]
     width = max(len(r["file"]) for r in rows)
     for r in rows:
+        if "error" in r:
+            print(f"error: {r['error']}", file=sys.stderr)
+            continue
         alts = ", ".join(f"{c} {p:.1%}" for c, p in r["top3"][1:])
-        print(f"{r['file']:<{width}}  {r['class']:<12} {r['confidence']:6.1%}   (then {alts})")
+        low = "  (low confidence)" if r["confidence"] < a.min_confidence else ""
+        print(f"{r['file']:<{width}}  {r['class']:<12} {r['confidence']:6.1%}   (then {alts}){low}")
     if a.csv:
-        with open(a.csv, "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["file", "class", "confidence"])
-            w.writerows([r["file"], r["class"], f"{r['confidence']:.6f}"] for r in rows)
-    return 0
+        write_csv(a.csv, ok, a.min_confidence)
+    if out and ok:
+        out.mkdir(parents=True, exist_ok=True)
+        save_inputs(out, ok, a.min_confidence)
+    failed = len(rows) - len(ok)
+    print(f"{len(ok)} predicted, {failed} failed", file=sys.stderr)
+    return 1 if failed else 0

@@ -1,7 +1,9 @@
 """The evaluation report: `report/` in a run folder, written after testing (by train.py and eval.py).
 
-Inputs are what the LightningModule keeps after `trainer.test`: `test_outputs` (softmax probs, targets per
-batch, in test-set order) and the DataModule's uint8 images. Figures come from `fmnist_lit.plots`.
+Inputs: the test set's logits from `trainer.predict` (test-set order), its labels and uint8 images from the
+DataModule, the net, and metrics.json (built here by `build_metrics` for train.py and eval.py alike), whose
+`calibration` gives the temperature (probabilities are softmax(logits / T), fmnist_lit.calibration) and whose
+optional `robustness` gives the corruption sweep (fmnist_lit.robustness). Figures come from `fmnist_lit.plots`.
 """
 
 from __future__ import annotations
@@ -28,26 +30,38 @@ from torchmetrics.functional.classification import (
 )
 
 from fmnist_lit import plots
+from fmnist_lit.calibration import apply_temperature, reliability
 from fmnist_lit.data import CLASSES
 from fmnist_lit.utils import to_jsonable, write_json
 
 log = logging.getLogger(__name__)
-TEST_EACH_EPOCH_LOSS = "test_each_epoch/loss"  # logged by callbacks.ReportCallback; never monitored
+TEST_EACH_EPOCH_LOSS = (
+    "test_each_epoch/loss"  # logged by LitClassifier with report.test_each_epoch; never monitored
+)
 
 
 # ---- tables ----------------------------------------------------------------------------------------------
+
 
 def classification_report(preds: torch.Tensor, target: torch.Tensor, classes: list[str]) -> dict[str, Any]:
     """preds, target: (N,) class indices. Per class precision/recall/F1/support, accuracy, macro and
     support-weighted averages (sklearn's layout), all from torchmetrics."""
     c = len(classes)
-    scores = {avg: {"precision": multiclass_precision(preds, target, c, average=avg),
-                    "recall": multiclass_recall(preds, target, c, average=avg),
-                    "f1": multiclass_f1_score(preds, target, c, average=avg)} for avg in ("none", "macro", "weighted")}
+    scores = {
+        avg: {
+            "precision": multiclass_precision(preds, target, c, average=avg),
+            "recall": multiclass_recall(preds, target, c, average=avg),
+            "f1": multiclass_f1_score(preds, target, c, average=avg),
+        }
+        for avg in ("none", "macro", "weighted")
+    }
     support = torch.bincount(target, minlength=c)
-    rep: dict[str, Any] = {"classes": {
-        name: {k: float(v[i]) for k, v in scores["none"].items()} | {"support": int(support[i])}
-        for i, name in enumerate(classes)}}
+    rep: dict[str, Any] = {
+        "classes": {
+            name: {k: float(v[i]) for k, v in scores["none"].items()} | {"support": int(support[i])}
+            for i, name in enumerate(classes)
+        }
+    }
     rep["accuracy"] = float(multiclass_accuracy(preds, target, c, average="micro"))
     for avg in ("macro", "weighted"):
         rep[f"{avg} avg"] = {k: float(v) for k, v in scores[avg].items()} | {"support": int(support.sum())}
@@ -70,8 +84,15 @@ def layer_table(net: nn.Module) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
 
     def hook(mod: nn.Module, _inp, out: torch.Tensor) -> None:
-        rows.append({"name": names[mod], "type": type(mod).__name__, "args": _args(mod),
-                     "out_shape": "×".join(map(str, out.shape[1:])), "params": sum(p.numel() for p in mod.parameters())})
+        rows.append(
+            {
+                "name": names[mod],
+                "type": type(mod).__name__,
+                "args": _args(mod),
+                "out_shape": "×".join(map(str, out.shape[1:])),
+                "params": sum(p.numel() for p in mod.parameters()),
+            }
+        )
 
     names = {m: n for n, m in net.named_modules() if not list(m.children())}
     handles = [m.register_forward_hook(hook) for m in names]
@@ -100,63 +121,154 @@ def summary_text(rows: list[dict[str, Any]], net: nn.Module, title: str) -> str:
     total = sum(p.numel() for p in net.parameters())
     trainable = sum(p.numel() for p in net.parameters() if p.requires_grad)
     head = f"{'layer':<16} {'type':<18} {'arguments':<14} {'output (C×H×W)':<16} {'params':>10}"
-    body = [f"{r['name']:<16} {r['type']:<18} {r['args']:<14} {r['out_shape']:<16} {r['params']:>10,}" for r in rows]
-    return "\n".join([title, "input: 1×28×28 (normalised grayscale)", "", head, "-" * len(head), *body, "",
-                      f"total parameters: {total:,}", f"trainable parameters: {trainable:,}"]) + "\n"
+    body = [
+        f"{r['name']:<16} {r['type']:<18} {r['args']:<14} {r['out_shape']:<16} {r['params']:>10,}"
+        for r in rows
+    ]
+    return (
+        "\n".join(
+            [
+                title,
+                "input: 1×28×28 (normalised grayscale)",
+                "",
+                head,
+                "-" * len(head),
+                *body,
+                "",
+                f"total parameters: {total:,}",
+                f"trainable parameters: {trainable:,}",
+            ]
+        )
+        + "\n"
+    )
 
 
-def read_history(csv_path: Path) -> dict[str, dict[int, float]]:
-    """Lightning's csv/metrics.csv -> metric -> {epoch: last value logged in that epoch}."""
-    hist: dict[str, dict[int, float]] = {}
+def _per_step(key: str) -> bool:
+    return key.startswith("lr-") or key.endswith(
+        "_step"
+    )  # LearningRateMonitor's; the module's train/loss_step
+
+
+def read_history(csv_path: Path) -> tuple[dict[str, dict[int, float]], dict[str, dict[float, float]]]:
+    """Lightning's csv/metrics.csv -> (per epoch: metric -> {epoch from 1: last value logged in that epoch},
+    per step: metric -> {fractional epoch: value} for the learning rate and the per-step loss). Step s (from 0) is
+    at epoch (s + 1) / steps per epoch, so the end of epoch k is at k, where its per-epoch values are drawn."""
+    epochs: dict[str, dict[int, float]] = {}
+    steps: dict[str, dict[int, float]] = {}
+    steps_per_epoch = None
     if not csv_path.is_file():
-        return hist
+        return epochs, {}
     with csv_path.open(newline="") as f:
         for row in csv.DictReader(f):
-            if not row.get("epoch"):
-                continue
+            epoch = int(float(row["epoch"])) + 1 if row.get("epoch") else None
+            step = int(float(row["step"])) if row.get("step") else None
             for k, v in row.items():
-                if k not in ("epoch", "step") and v not in ("", None):
-                    hist.setdefault(k, {})[int(float(row["epoch"]))] = float(v)
-    return hist
+                if k in ("epoch", "step") or v in ("", None):
+                    continue
+                if _per_step(k):
+                    if step is not None:
+                        steps.setdefault(k, {})[step] = float(v)
+                elif epoch is not None:
+                    epochs.setdefault(k, {})[epoch] = float(v)
+                    if steps_per_epoch is None and step is not None and k in ("train/acc", "val/acc"):
+                        steps_per_epoch = (step + 1) / epoch  # logged at the epoch's last step
+    spe = steps_per_epoch or 1.0
+    return epochs, {k: {(s + 1) / spe: v for s, v in h.items()} for k, h in steps.items()}
+
+
+# ---- metrics.json ----------------------------------------------------------------------------------------
+
+
+def build_metrics(
+    logged: dict[str, Any], probs: torch.Tensor, target: torch.Tensor, **fields: Any
+) -> dict[str, Any]:
+    """metrics.json for train.py and eval.py: the test metrics `trainer.test` logged, per-class numbers and the
+    confusion matrix from the test predictions (probs (N, C), or logits: only the argmax is used; target (N,)),
+    then the caller's own `fields`."""
+    preds = probs.argmax(1)
+    rep = classification_report(preds, target, CLASSES)
+    class_acc = multiclass_accuracy(preds, target, len(CLASSES), average="none")
+    per_class = {
+        name: {k: rep["classes"][name][k] for k in ("precision", "recall", "f1")}
+        | {"acc": float(class_acc[i])}
+        for i, name in enumerate(CLASSES)
+    }
+    return {
+        "test_acc": float(logged["test/acc"]),
+        "test_loss": float(logged["test/loss"]),
+        "test_precision_macro": float(logged["test/precision"]),
+        "test_recall_macro": float(logged["test/recall"]),
+        "test_f1_macro": float(logged["test/f1"]),
+        "per_class": per_class,
+        # rows: true class, columns: predicted class
+        "confusion_matrix": multiclass_confusion_matrix(preds, target, len(CLASSES)).tolist(),
+        **fields,
+    }
 
 
 # ---- the report ------------------------------------------------------------------------------------------
 
-def write_report(run_dir: str | Path, model: Any, datamodule: Any, metrics: dict[str, Any],
-                 history_dir: str | Path | None = None) -> Path:
-    """Write `<run_dir>/report/`. `history_dir`: the folder whose csv/metrics.csv holds the training curves
-    (eval.py points it at the original run); default `run_dir`."""
+
+def write_report(
+    run_dir: str | Path,
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    datamodule: Any,
+    net: nn.Module,
+    metrics: dict[str, Any],
+    history_dir: str | Path | None = None,
+) -> Path:
+    """Write `<run_dir>/report/` from the test predictions (logits (N, C) in test-set order, target (N,)).
+    `history_dir`: the folder whose csv/metrics.csv holds the training curves (eval.py points it at the original
+    run); default `run_dir`."""
     t0 = time.perf_counter()
     out = Path(run_dir) / "report"
     out.mkdir(parents=True, exist_ok=True)
-    probs = torch.cat([p for p, _ in model.test_outputs]).float()  # (N, C), test-set order
-    target = torch.cat([y for _, y in model.test_outputs]).long()  # (N,)
+    calib = metrics.get("calibration") or {}
+    temperature = float(calib.get("temperature", 1.0))
+    probs, target = apply_temperature(logits, temperature), target.long()  # calibrated: what predict.py shows
     preds = probs.argmax(1)
     images = datamodule.test_x[: len(target)]  # uint8 (N, 28, 28): test loader does not shuffle
     figs: dict[str, str] = {}
 
     cm = multiclass_confusion_matrix(preds, target, len(CLASSES))
-    plots.save(plots.confusion_matrix_figure(cm, CLASSES, "Confusion matrix, test set"), out / "confusion_matrix.png")
+    plots.save(
+        plots.confusion_matrix_figure(cm, CLASSES, "Confusion matrix, test set"), out / "confusion_matrix.png"
+    )
     _write_matrix_csv(cm, out / "confusion_matrix.csv")
     rep = classification_report(preds, target, CLASSES)
     write_json(out / "classification_report.json", rep)
     (out / "classification_report.md").write_text(report_markdown(rep))
 
-    hist = read_history(Path(history_dir or run_dir) / "csv" / "metrics.csv")
+    hist, steps = read_history(Path(history_dir or run_dir) / "csv" / "metrics.csv")
     if hist.get("train/acc") or hist.get("val/acc"):
-        plots.save(plots.curves_figure(hist), out / "curves.png")
+        selected = _tested_epoch(metrics)
+        label = (
+            "tested: best val acc"
+            if metrics.get("checkpoint_selection") == "best val/acc"
+            else "tested weights"
+        )
+        plots.save(plots.curves_figure(hist, steps, selected, label), out / "curves.png")
         figs["curves"] = "curves.png"
     if hist.get(TEST_EACH_EPOCH_LOSS):
-        plots.save(plots.val_test_loss_figure(hist.get("val/loss", {}), hist[TEST_EACH_EPOCH_LOSS]),
-                   out / "val_test_loss.png")
+        plots.save(
+            plots.val_test_loss_figure(hist.get("val/loss", {}), hist[TEST_EACH_EPOCH_LOSS]),
+            out / "val_test_loss.png",
+        )
         figs["val_test_loss"] = "val_test_loss.png"
 
     precision, recall, _ = multiclass_precision_recall_curve(probs, target, len(CLASSES))
     ap = multiclass_average_precision(probs, target, len(CLASSES), average=None)
     plots.save(plots.pr_curves_figure(list(zip(precision, recall)), ap, CLASSES), out / "pr_curves.png")
     _image_figures(out, datamodule, images, probs, target, seed=int(metrics.get("seed") or 0))
+    panels = [("Before: softmax(logits)", reliability(apply_temperature(logits, 1.0), target))]
+    if calib.get("fitted_on"):
+        panels.append((f"After temperature scaling (T = {temperature:.3f})", reliability(probs, target)))
+    plots.save(plots.reliability_figure(panels), out / "reliability.png")
+    if metrics.get("robustness"):
+        rob = metrics["robustness"]
+        plots.save(plots.robustness_figure(rob["clean"], rob["accuracy"]), out / "robustness.png")
 
-    net = getattr(model, "net", model)
     rows = layer_table(net)
     name = type(getattr(net, "_orig_mod", net)).__name__
     (out / "model_summary.txt").write_text(summary_text(rows, net, name))
@@ -175,72 +287,278 @@ def _write_matrix_csv(cm: torch.Tensor, path: Path) -> None:
         w.writerows([name, *map(int, cm[i])] for i, name in enumerate(CLASSES))
 
 
-def _image_figures(out: Path, dm: Any, images: torch.Tensor, probs: torch.Tensor, target: torch.Tensor,
-                   seed: int) -> None:
+def _image_figures(
+    out: Path, dm: Any, images: torch.Tensor, probs: torch.Tensor, target: torch.Tensor, seed: int
+) -> None:
     g = torch.Generator().manual_seed(seed)
     idx = torch.randperm(len(dm.train_x), generator=g)[:32]
-    plots.save(plots.image_grid(dm.train_x[idx], [CLASSES[int(dm.train_y[i])] for i in idx],
-                                "Random training images"), out / "samples.png")
+    plots.save(
+        plots.image_grid(
+            dm.train_x[idx], [CLASSES[int(dm.train_y[i])] for i in idx], "Random training images"
+        ),
+        out / "samples.png",
+    )
     conf, preds = probs.max(1)
     idx = torch.randperm(len(target), generator=g)[:32]
     wrong = preds[idx] != target[idx]
-    plots.save(plots.image_grid(images[idx], [f"pred: {CLASSES[preds[i]]}\ntrue: {CLASSES[target[i]]}" for i in idx],
-                                f"Random test images: predicted and true class (red = wrong, {int(wrong.sum())} of 32)",
-                                [plots.WRONG if w else plots.RIGHT for w in wrong]), out / "predictions.png")
+    plots.save(
+        plots.image_grid(
+            images[idx],
+            [f"true: {CLASSES[target[i]]}\npred: {CLASSES[preds[i]]}" for i in idx],
+            f"Random test images: true and predicted class (red = wrong, {int(wrong.sum())} of 32)",
+            [plots.WRONG if w else plots.RIGHT for w in wrong],
+        ),
+        out / "predictions.png",
+    )
     bad = torch.nonzero(preds != target).flatten()
     bad = bad[conf[bad].argsort(descending=True)][:24]  # most confident mistakes first
-    plots.save(plots.image_grid(images[bad], [f"true: {CLASSES[target[i]]}\npred: {CLASSES[preds[i]]}\n"
-                                              f"confidence {float(conf[i]):.1%}" for i in bad],
-                                f"Most confidently wrong test images ({len(bad)} of {int((preds != target).sum())} errors)",
-                                [plots.WRONG] * len(bad), ncols=6), out / "misclassified.png")
+    plots.save(
+        plots.image_grid(
+            images[bad],
+            [
+                f"true: {CLASSES[target[i]]}\npred: {CLASSES[preds[i]]}\nconfidence {float(conf[i]):.1%}"
+                for i in bad
+            ],
+            (
+                f"Most confidently wrong test images: true and predicted class, confidence "
+                f"({len(bad)} of {int((preds != target).sum())} errors)"
+            ),
+            [plots.WRONG] * len(bad),
+            ncols=6,
+        ),
+        out / "misclassified.png",
+    )
+
+
+def _tested_epoch(m: dict[str, Any]) -> int | None:
+    """The epoch (from 1) whose weights were tested."""
+    if m.get("epoch") is not None:  # eval.py: the checkpoint's own
+        return int(m["epoch"])
+    return m.get("epochs_run") if m.get("checkpoint_selection") == "last" else m.get("best_epoch")
+
+
+def selection_sentence(m: dict[str, Any]) -> str:
+    """How the tested weights were chosen, in words (metrics.json's checkpoint_selection)."""
+    how = m.get("checkpoint_selection")
+    if how == "best val/acc":
+        return (
+            f"The tested checkpoint is the one with the best validation accuracy (epoch {m.get('best_epoch')}); "
+            "the test set chose nothing."
+        )
+    if how == "last":
+        why = (
+            "eval.py was given last.ckpt"
+            if m.get("source_run")
+            else "the run had no validation split (data.val_size=0)"
+            if m.get("val_acc_best") is None
+            else "no checkpoint was selected on validation"
+        )
+        return f"The tested weights are the last ones (epoch {_tested_epoch(m)}): {why}."
+    if how == "given":
+        return f"The tested weights are the checkpoint given to eval.py (epoch {_tested_epoch(m)})."
+    return (
+        "The checkpoint was chosen on validation accuracy."  # metrics.json from before checkpoint_selection
+    )
 
 
 def report_page(m: dict[str, Any], rep: dict[str, Any], figs: dict[str, str], mean_ap: float) -> str:
     """report.md: headline numbers, the command, every figure and table (relative links: renders anywhere)."""
     m = to_jsonable(m)  # tensors -> numbers
+
     def fmt(v: Any) -> str:
         if isinstance(v, float):
             return f"{v:.4f}"
         return f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) and v >= 10_000 else str(v)
 
-    head = [("test accuracy", m.get("test_acc")), ("test loss", m.get("test_loss")),
-            ("macro F1", rep["macro avg"]["f1"]), ("mean average precision", mean_ap),
-            ("best validation accuracy", m.get("val_acc_best")), ("best epoch (0-based)", m.get("best_epoch")),
-            ("epochs run", m.get("epochs_run")), ("model", m.get("model")), ("parameters", m.get("params")),
-            ("seed", m.get("seed")), ("precision", m.get("precision")), ("device", m.get("device")),
-            ("wall time (s)", m.get("wall_seconds")), ("checkpoint tested", m.get("best_checkpoint"))]
-    lines = [f"# Run report: {m.get('model', 'model')}, test accuracy {100 * float(m['test_acc']):.2f}%", "",
-             (f"Official test set ({rep['macro avg']['support']} images); the checkpoint was chosen on "
-              "validation accuracy."), "",
-             "```bash", str(m.get("command", "")), "```", ""]
+    epochs = m.get("epochs_run")
+    if epochs is not None and m.get("max_epochs") not in (None, -1, epochs):
+        epochs = f"{epochs} of {m['max_epochs']} (stopped early)"
+    wall = m.get("wall_seconds")
+    c = m.get("calibration") or {}
+    ece = f"{c['test_ece_before']:.4f} → {c['test_ece_after']:.4f}" if "test_ece_before" in c else None
+    head = [
+        ("test accuracy", m.get("test_acc")),
+        ("test loss", m.get("test_loss")),
+        ("test ECE, before → after temperature scaling", ece),
+        ("temperature", c.get("temperature")),
+        ("macro F1", rep["macro avg"]["f1"]),
+        ("mean average precision", mean_ap),
+        ("best validation accuracy", m.get("val_acc_best")),
+        ("best validation epoch", m.get("best_epoch")),
+        ("epoch of the tested weights", _tested_epoch(m)),
+        ("epochs run", epochs),
+        ("model", m.get("model")),
+        ("parameters", m.get("params")),
+        ("seed", m.get("seed")),
+        ("precision", m.get("precision")),
+        ("device", m.get("device")),
+        ("wall time (from process start, imports included)", None if wall is None else f"{wall:,.0f} s"),
+        ("checkpoint tested", m.get("best_checkpoint")),
+    ]
+    lines = [
+        f"# Run report: {m.get('model', 'model')}, test accuracy {100 * float(m['test_acc']):.2f}%",
+        "",
+        (
+            f"Official test set ({rep['macro avg']['support']:,} images). {selection_sentence(m)} Epochs count "
+            "from 1."
+        ),
+        "",
+    ]
+    if m.get("cut_short"):
+        settings = " ".join(f"`trainer.{k}={v}`" for k, v in m["cut_short"].items())
+        lines += [
+            (
+                f"**Cut short:** {settings}: the run saw only part of the data or steps of a full run, so these "
+                "numbers are not comparable with full runs."
+            ),
+            "",
+        ]
+    lines += ["```bash", str(m.get("command", "")), "```", ""]
     if m.get("train_command"):
         lines += ["The checkpoint was trained by:", "", "```bash", m["train_command"], "```", ""]
     lines += ["| | |", "|---|---|", *[f"| {k} | {fmt(v)} |" for k, v in head if v is not None], ""]
-    lines += ["## Confusion matrix", "", "![confusion matrix](confusion_matrix.png)", "",
-              "As numbers: [confusion_matrix.csv](confusion_matrix.csv) (rows: true class).", "",
-              "## Classification report", "", report_markdown(rep),
-              ("Also as [classification_report.md](classification_report.md) and "
-               "[classification_report.json](classification_report.json)."), ""]
-    lines += ["## Training curves", ""] + ([f"![training curves]({figs['curves']})", ""] if "curves" in figs else
-                                           ["Not available: the run has no csv/metrics.csv (CSV logger off).", ""])
+    lines += [
+        "## Confusion matrix",
+        "",
+        "![confusion matrix](confusion_matrix.png)",
+        "",
+        "As numbers: [confusion_matrix.csv](confusion_matrix.csv) (rows: true class).",
+        "",
+        "## Classification report",
+        "",
+        report_markdown(rep),
+        (
+            "Also as [classification_report.md](classification_report.md) and "
+            "[classification_report.json](classification_report.json)."
+        ),
+        "",
+    ]
+    lines += calibration_section(m.get("calibration") or {}) + robustness_section(m.get("robustness"))
+    lines += ["## Training curves", ""] + (
+        [f"![training curves]({figs['curves']})", ""]
+        if "curves" in figs
+        else ["Not available: the run has no csv/metrics.csv (CSV logger off).", ""]
+    )
     lines += ["## Validation and test loss per epoch", ""] + (
-        [f"![validation and test loss]({figs['val_test_loss']})", "",
-         "The test curve is for information only; it never selects the checkpoint or stops training.", ""]
-        if "val_test_loss" in figs else ["Not recorded: train with `report.test_each_epoch=true` to get it.", ""])
-    lines += ["## Precision-recall curves", "", "![PR curves](pr_curves.png)", "",
-              "## Training images", "", "![samples](samples.png)", "",
-              "## Predictions", "", "![predictions](predictions.png)", "",
-              "## Most confident mistakes", "", "![misclassified](misclassified.png)", "",
-              "## Model", "", "Layer table: [model_summary.txt](model_summary.txt)", "",
-              "![architecture](architecture.png)", ""]
+        [
+            f"![validation and test loss]({figs['val_test_loss']})",
+            "",
+            "The test curve is for information only; it never selects the checkpoint or stops training.",
+            "",
+        ]
+        if "val_test_loss" in figs
+        else ["Not recorded: train with `report.test_each_epoch=true` to get it.", ""]
+    )
+    lines += [
+        "## Precision-recall curves",
+        "",
+        "![PR curves](pr_curves.png)",
+        "",
+        "## Training images",
+        "",
+        "![samples](samples.png)",
+        "",
+        "## Predictions",
+        "",
+        "![predictions](predictions.png)",
+        "",
+        "## Most confident mistakes",
+        "",
+        "![misclassified](misclassified.png)",
+        "",
+        "## Model",
+        "",
+        "Layer table: [model_summary.txt](model_summary.txt)",
+        "",
+        "![architecture](architecture.png)",
+        "",
+    ]
     return "\n".join(lines)
 
 
-def maybe_write_report(cfg: DictConfig, run_dir: Path, model: Any, datamodule: Any, metrics: dict[str, Any],
-                       history_dir: Path | None = None) -> None:
+def calibration_section(c: dict[str, Any]) -> list[str]:
+    """report.md: temperature, test ECE and NLL before and after, the reliability diagram."""
+    lines = ["## Calibration", ""]
+    if not c.get("fitted_on"):
+        lines += [
+            (
+                "No validation split (`data.val_size=0`): no temperature was fitted (T = 1), so the "
+                "probabilities are the model's plain softmax."
+            ),
+            "",
+        ]
+    else:
+        where = (
+            f"fitted on the validation split ({c['val_images']:,} images; never the test set)"
+            if c.get("val_images")
+            else f"{c['fitted_on']}, fitted on the run's validation split"
+        )
+        lines += [
+            (
+                f"Temperature scaling: probabilities are softmax(logits / T) with "
+                f"**T = {c['temperature']:.4f}**, {where}. Dividing all logits by one T keeps the predicted "
+                "class, so the accuracy above is unchanged."
+            ),
+            "",
+        ]
+    if "test_ece_before" in c:
+        ece = f"{c['test_ece_before']:.4f} | {c['test_ece_after']:.4f}"
+        lines += [
+            "| test set | before (T = 1) | after |",
+            "|---|---:|---:|",
+            f"| expected calibration error ({c.get('n_bins')} bins) | {ece} |",
+            f"| negative log-likelihood | {c['test_nll_before']:.4f} | {c['test_nll_after']:.4f} |",
+            "",
+        ]
+    return lines + ["![reliability diagram](reliability.png)", ""]
+
+
+def robustness_section(r: dict[str, Any] | None) -> list[str]:
+    """report.md: accuracy per corruption and severity (fmnist_lit.robustness), or how to get it."""
+    lines = ["## Robustness", ""]
+    if not r:
+        return lines + ["Not computed: add `report.robustness=true` to train.py or eval.py.", ""]
+    lines += [
+        (
+            f"Test accuracy on corrupted copies of the {r['images']:,} test images (clean: {r['clean']:.4f}); "
+            f"seeded (seed {r['seed']}), the same images for every run. Took {r['seconds_corrupt']:.1f} s to "
+            f"corrupt and {r['seconds_predict']:.1f} s to predict. Details: `docs/ROBUSTNESS.md`."
+        ),
+        "",
+        "| corruption | severity 1 | severity 2 | severity 3 |",
+        "|---|---:|---:|---:|",
+    ]
+    for name, by_level in r["accuracy"].items():
+        levels = r["levels"][name]
+        cells = [
+            f"{by_level[str(s)]:.4f}" + (f" ({levels[s - 1]})" if levels[s - 1] is not None else "")
+            if str(s) in by_level
+            else ""
+            for s in (1, 2, 3)
+        ]
+        lines.append(f"| {name.replace('_', ' ')} | " + " | ".join(cells) + " |")
+    return lines + [
+        "",
+        "In brackets: the corruption's parameter (fmnist_lit/robustness.py).",
+        "",
+        "![robustness](robustness.png)",
+        "",
+    ]
+
+
+def maybe_write_report(
+    cfg: DictConfig,
+    run_dir: Path,
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    datamodule: Any,
+    net: nn.Module,
+    metrics: dict[str, Any],
+    history_dir: Path | None = None,
+) -> None:
     """train.py's and eval.py's hook: the report unless `report.enabled=false`."""
     if (cfg.get("report") or {}).get("enabled", True):
-        write_report(run_dir, model, datamodule, metrics, history_dir)
+        write_report(run_dir, logits, target, datamodule, net, metrics, history_dir)
 
 
 def load_metrics(run_dir: Path) -> dict[str, Any]:

@@ -8,32 +8,45 @@
   told to Optuna as a COMPLETE value), and it keeps searching while failures <= `max_failure_rate`. So under Optuna
   the failure is recorded *and* re-raised.
 - Parallel jobs (joblib) get `threads = cores // n_jobs` so that they split the cores instead of oversubscribing.
-- DDP (`strategy=ddp`) re-launches `sys.argv` for ranks > 0; inside a multirun that argv is the whole sweep
-  (Lightning#11300). `ddp_relaunch_as_single_run` makes the re-launch a single run of *this* job in *this* folder.
+- DDP (`strategy=ddp`) re-launches `sys.argv` for ranks > 0 (inside a multirun that argv is the whole sweep,
+  Lightning#11300), and a thread watching those ranks SIGKILLs the whole process when one of them fails. So under
+  the basic launcher a DDP job runs as a single run of train.py in a child process (`run_job_in_child_process`):
+  its ranks, their process group and that watcher live and die with the job, and whatever the job leaves behind is
+  killed before the next job starts.
 """
 
 from __future__ import annotations
 
-import contextlib
+import json
 import logging
 import os
+import signal
+import subprocess
 import sys
 import traceback
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, open_dict, read_write
+from omegaconf import DictConfig, open_dict
 
 from fmnist_lit.leaderboard import find_jobs, write_leaderboard
 
 log = logging.getLogger(__name__)
 ERROR_FILE = "error.txt"
-DDP_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")  # set by Lightning's launcher
+DDP_ENV = (
+    "MASTER_ADDR",
+    "MASTER_PORT",
+    "NODE_RANK",
+    "LOCAL_RANK",
+    "WORLD_SIZE",
+)  # set by Lightning's launcher
+SWEEP_JOB_ENV = (
+    "FMNIST_LIT_SWEEP_JOB"  # set for a job's child process: it records its own failure (error.txt)
+)
+RANK_EXIT_SECONDS = 60  # how long rank 0 waits for the other ranks of a finished run before killing them
 
 
 def _target(node: Any) -> str:
@@ -41,11 +54,16 @@ def _target(node: Any) -> str:
 
 
 def record_failure(output_dir: str | Path, exc: BaseException) -> None:
-    """`error.txt` in the job folder: one summary line (read by the leaderboard), then the traceback."""
+    """`error.txt` in the job folder: one summary line (read by the leaderboard), then the traceback. The first
+    record wins: a DDP job's ranks may fail together, and a job's child process records before its parent."""
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     summary = f"{type(exc).__name__}: {exc}".replace("\n", " ")
-    (out / ERROR_FILE).write_text(summary + "\n\n" + "".join(traceback.format_exception(exc)))
+    try:
+        with (out / ERROR_FILE).open("x") as f:
+            f.write(summary + "\n\n" + "".join(traceback.format_exception(exc)))
+    except FileExistsError:
+        pass
     log.error("job failed: %s (details in %s)", summary, out / ERROR_FILE)
 
 
@@ -66,62 +84,95 @@ def set_job_threads(cfg: DictConfig) -> None:
         with open_dict(cfg):
             cfg.threads = max(1, cores // n_jobs)
     elif cfg.threads * n_jobs > cores:
-        log.warning("threads=%d x n_jobs=%d > %d cores: jobs will slow each other down", cfg.threads, n_jobs, cores)
+        log.warning(
+            "threads=%d x n_jobs=%d > %d cores: jobs will slow each other down", cfg.threads, n_jobs, cores
+        )
 
 
-@contextlib.contextmanager
-def ddp_relaunch_as_single_run(cfg: DictConfig) -> Iterator[None]:
-    """For `strategy=ddp` inside a sequential multirun: Lightning builds the ranks' command line from `sys.argv`
-    plus `hydra.run.dir=<HydraConfig run.dir>`. Point both at this job (its overrides, its folder) so the other ranks
-    join this job instead of starting the sweep again; restored afterwards for the next job."""
+def _strategy_name(cfg: DictConfig) -> str:
     strategy = cfg.trainer.get("strategy")
-    name = strategy if isinstance(strategy, str) else _target(strategy)
-    if not name.lower().startswith("ddp") or "spawn" in name.lower() or "fork" in name.lower():
-        yield
-        return
-    hc = HydraConfig.get()
-    launcher = _target(hc.launcher).lower()
-    if "submitit" in launcher:  # on SLURM every rank is a task started by SLURM: Lightning re-launches nothing
-        yield
-        return
+    return (strategy if isinstance(strategy, str) else _target(strategy)).lower()
+
+
+def is_ddp_in_sweep(cfg: DictConfig) -> bool:
+    """True for a multirun job with Lightning's script-relaunching `ddp` (not ddp_spawn/fork) on a local launcher."""
+    name = _strategy_name(cfg)
+    if not name.startswith("ddp") or "spawn" in name or "fork" in name:
+        return False
+    launcher = _target(HydraConfig.get().launcher).lower()
+    if (
+        "submitit" in launcher
+    ):  # on SLURM every rank is a task started by SLURM: Lightning re-launches nothing
+        return False
     if "basic" not in launcher:
-        raise RuntimeError(f"trainer.strategy={name} inside a multirun works with the basic (sequential) launcher "
-                           "only; on a cluster use hydra/launcher=slurm, which starts one task per rank")
-    argv, run_dir = sys.argv, hc.run.dir
-    env = {k: os.environ.get(k) for k in DDP_ENV}
-    sys.argv = [argv[0], *hc.overrides.task]
-    with read_write(hc.run):
-        hc.run.dir = hc.runtime.output_dir
+        raise RuntimeError(
+            f"trainer.strategy={name} inside a multirun works with the basic (sequential) launcher "
+            "only; on a cluster use hydra/launcher=slurm, which starts one task per rank"
+        )
+    return True
+
+
+class ChildJobError(RuntimeError):
+    """A job run in a child process failed; its own error.txt says why."""
+
+
+def run_job_in_child_process(cfg: DictConfig) -> dict[str, Any]:
+    """Run this multirun job as a single run of train.py in a child process, in this job's folder (Hydra has written
+    `.hydra/` there already, so the child writes none), and return its metrics.json. The child gets its own process
+    group: after it ends, anything left in that group (a rank orphaned by a killed rank 0) is killed, so no process
+    outlives the job. Ctrl-C (which the terminal sends to the sweep's group only) is passed on to the job."""
+    hc = HydraConfig.get()
+    out = Path(hc.runtime.output_dir)
+    cmd = [
+        sys.executable,
+        str(Path(sys.argv[0]).resolve()),
+        *hc.overrides.task,
+        f'hydra.run.dir="{out}"',
+        "hydra.output_subdir=null",
+    ]
+    env = {k: v for k, v in os.environ.items() if k not in DDP_ENV} | {SWEEP_JOB_ENV: "1"}
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True)
     try:
-        yield
+        code = proc.wait()
+    except KeyboardInterrupt:
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.wait()
+        raise
     finally:
-        sys.argv = argv
-        with read_write(hc.run):
-            hc.run.dir = run_dir
-        # the launcher leaves LOCAL_RANK & co. in os.environ and the process group open: the next job would take
-        # them as "ranks already started" and talk to the finished job's dead ranks
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
-        for k, v in env.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:  # the job's processes are all gone: the normal case
+            pass
+    if code == 130:
+        raise KeyboardInterrupt
+    metrics = out / "metrics.json"
+    if code != 0 or not metrics.is_file():
+        err = out / ERROR_FILE
+        reason = (
+            err.read_text().splitlines()[0]
+            if err.is_file()
+            else f"the job's process ended with status {code}"
+        )
+        raise ChildJobError(reason)
+    return json.loads(metrics.read_text())
 
 
-class FailOnNonFiniteLoss(L.Callback):
-    """Raise as soon as the training loss is NaN/inf: a diverged trial fails fast (and Optuna records FAIL)
-    instead of training on for its remaining epochs. Checks every `every_n_steps` (each check syncs a GPU)."""
-
-    def __init__(self, every_n_steps: int = 1) -> None:
-        self.every_n_steps = every_n_steps
-
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
-        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
-        if batch_idx % self.every_n_steps == 0 and loss is not None and not torch.isfinite(loss).all():
-            raise FloatingPointError(f"training loss is {loss.item()} at epoch {trainer.current_epoch}, "
-                                     f"step {trainer.global_step}: diverged (learning rate too high?)")
+def end_child_ranks(trainer: L.Trainer, failed: bool) -> None:
+    """On rank 0 of a `ddp` run: the ranks Lightning started as child processes end with this run. After a
+    failure they would wait for this rank in their next collective (until the backend's timeout), so they are
+    killed; after a success they are waited for (they only finish up), then killed if they do not end."""
+    # Lightning's script launcher keeps its child processes (subprocess.Popen) in `procs`
+    for proc in getattr(trainer.strategy.launcher, "procs", None) or []:
+        if not failed:
+            try:
+                proc.wait(timeout=RANK_EXIT_SECONDS)
+            except subprocess.TimeoutExpired:
+                log.warning(
+                    "rank process %d did not end %d s after the run: killing it", proc.pid, RANK_EXIT_SECONDS
+                )
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 class SweepSummary(Callback):
@@ -142,8 +193,10 @@ class SweepSummary(Callback):
                 log.error("could not write the leaderboard: %s: %s", type(e).__name__, e)
         if not failed:
             return
-        lines = [f"  job {j.path.name}: {' '.join(f'{k}={v}' for k, v in j.overrides.items())}: {j.error}"
-                 for j in failed]
+        lines = [
+            f"  job {j.path.name}: {' '.join(f'{k}={v}' for k, v in j.overrides.items())}: {j.error}"
+            for j in failed
+        ]
         print(f"{len(failed)} failed job(s) in {sweep_dir}:\n" + "\n".join(lines), file=sys.stderr)
         if self.fail_on_error:
             # SystemExit, not an exception: Hydra's callback runner turns exceptions into warnings

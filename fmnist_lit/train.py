@@ -15,28 +15,35 @@ import hydra
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import MissingMandatoryValue
+from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.callbacks import LearningRateMonitor
+from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import OmegaConfBaseException
 
-from fmnist_lit.csv_data import CSVFormatError
-from fmnist_lit.data import CLASSES, DatasetError
-from fmnist_lit.report import maybe_write_report
+import fmnist_lit
+from fmnist_lit import robustness
+from fmnist_lit.calibration import calibrate, save_temperature
+from fmnist_lit.checkpoint import check_resumable, read_checkpoint
+from fmnist_lit.cli import CONF_DIR, USER_ERRORS, run_hydra_app, set_threads
+from fmnist_lit.hardware import device_description, resolve_precision
+from fmnist_lit.report import build_metrics, maybe_write_report
 from fmnist_lit.sweep import (
-    ddp_relaunch_as_single_run,
+    SWEEP_JOB_ENV,
+    end_child_ranks,
+    is_ddp_in_sweep,
     record_failure,
+    run_job_in_child_process,
     set_job_threads,
     sweeper_wants_exceptions,
 )
-from fmnist_lit.utils import UserError, device_description, resolve_precision, validate_config, write_json
+from fmnist_lit.utils import UserError, write_json
+from fmnist_lit.validate import check_train_config
 
 log = logging.getLogger(__name__)
-# mistakes in the user's input: reported as one `error:` line (exit 2), never a traceback
-USER_ERRORS = (UserError, DatasetError, CSVFormatError, MissingMandatoryValue)
-# the repo's conf/ (an absolute path: Hydra would otherwise look for a `conf` module inside the package)
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
-START = time.time()  # wall clock from process start (imports included), for metrics.json
+START = fmnist_lit.STARTED  # metrics.json's wall_seconds: from process start, imports included
 
 
 def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
@@ -51,94 +58,189 @@ def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
     return cbs
 
 
+def cut_short(trainer_cfg: DictConfig) -> dict[str, Any]:
+    """The trainer settings that make a run see less data or fewer steps than a full one (report.md warns)."""
+
+    def active(k: str, v: Any) -> bool:
+        if k.startswith("limit_"):  # 1.0 = all batches (an int 1 is one batch)
+            return v is not None and not (isinstance(v, float) and v == 1.0)
+        return v not in (None, False, 0, -1)  # overfit_batches 0, fast_dev_run false, max_steps -1: off
+
+    keys = (
+        "limit_train_batches",
+        "limit_val_batches",
+        "limit_test_batches",
+        "overfit_batches",
+        "fast_dev_run",
+        "max_steps",
+    )
+    return {k: trainer_cfg[k] for k in keys if active(k, trainer_cfg.get(k))}
+
+
 def build_loggers(cfg: DictConfig) -> list[Any]:
     return [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
 
 
-def set_threads(threads: int | None) -> None:
-    # default: every core; parallel sweeps pass threads so that jobs x threads <= cores
-    torch.set_num_threads(threads or os.cpu_count() or 1)
+def build_trainer(cfg: DictConfig) -> L.Trainer:
+    loggers = build_loggers(cfg)
+    callbacks = build_callbacks(cfg)
+    if (
+        not loggers
+    ):  # `logger=null`: the LR monitor has nowhere to write (Lightning refuses it without a logger)
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+    try:
+        return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
+    except InstantiationException as e:  # Lightning refusing a setting, or a trainer.* key it does not take
+        cause = e.__cause__
+        if isinstance(cause, (MisconfigurationException, TypeError, ValueError)):
+            raise UserError(f"trainer: {' '.join(str(cause).split())}") from e
+        raise
+
+
+def check_run_folder(out: Path) -> None:
+    for existing in ("metrics.json", "checkpoints"):
+        if (out / existing).exists():  # never overwrite what an earlier run made
+            raise UserError(f"{out / existing} already exists: choose a new hydra.run.dir")
+
+
+def check_before_writing(cfg: DictConfig, out: Path) -> None:
+    """Called by cli.CheckBeforeWriting before Hydra writes into the run folder."""
+    check_run_folder(out)
+    check_train_config(cfg, resolved=False)
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Fit + test one configuration; returns the metrics written to metrics.json."""
-    validate_config(cfg)
+    try:
+        OmegaConf.resolve(cfg)  # precision=auto is decided here, once, and config.yaml records the outcome
+    except OmegaConfBaseException as e:  # e.g. an interpolation typed on the command line that points nowhere
+        raise UserError(" ".join(str(e).split())) from None
+    if cfg.trainer.precision == "auto":  # `trainer.precision=auto` typed on the command line
+        with open_dict(cfg):
+            cfg.trainer.precision = resolve_precision("auto", cfg.trainer.accelerator)
+    check_train_config(cfg)
+    # the resume checkpoint is read like eval.py's (weights only, one error line for anything else) before any work
+    resume = read_checkpoint(cfg.ckpt_path) if cfg.get("ckpt_path") else None
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    for existing in ("metrics.json", "checkpoints"):
-        if (out / existing).exists():  # never overwrite what an earlier run made
-            raise UserError(f"{out / existing} already exists: choose a new hydra.run.dir")
+    check_run_folder(out)
     if cfg.get("seed") is not None:  # seed 0 is a seed too
         L.seed_everything(cfg.seed, workers=True)
     set_threads(cfg.get("threads"))
 
     datamodule: L.LightningDataModule = instantiate(cfg.data)
     model: L.LightningModule = instantiate(cfg.model)
-    precision = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=build_callbacks(cfg), logger=build_loggers(cfg),
-                                     precision=precision)
-    OmegaConf.save(cfg, out / "config.yaml", resolve=True)
-    log.info("precision=%s device=%s", precision, device_description(cfg.trainer.accelerator))
+    if resume is not None:
+        check_resumable(resume, model, cfg.ckpt_path)
+        del resume  # Lightning reads it again (weights only, below) to restore every state
+    trainer = build_trainer(cfg)
+    OmegaConf.save(cfg, out / "config.yaml")
+    log.info("precision=%s device=%s", cfg.trainer.precision, device_description(cfg.trainer.accelerator))
 
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-    if trainer.interrupted:
-        raise UserError("training was interrupted; last.ckpt (if any) is in the run folder: resume with ckpt_path=")
-    ckpt_cb = trainer.checkpoint_callback
-    best = ckpt_cb.best_model_path if ckpt_cb is not None and ckpt_cb.best_model_path else None
-    if best is None and ckpt_cb is not None and ckpt_cb.last_model_path:
-        best = ckpt_cb.last_model_path
-    trainer.test(model, datamodule=datamodule, ckpt_path=best)
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
+        ckpt_cb = trainer.checkpoint_callback
+        best = ckpt_cb.best_model_path if ckpt_cb is not None and ckpt_cb.best_model_path else None
+        if best is None and ckpt_cb is not None and ckpt_cb.last_model_path:
+            best = ckpt_cb.last_model_path
+        logged = trainer.test(model, datamodule=datamodule, ckpt_path=best, verbose=False, weights_only=True)[
+            0
+        ]
+        logits = torch.cat(trainer.predict(model, datamodule=datamodule))  # (10000, 10), the tested weights
+        # the temperature, fitted on the validation split; the corruption sweep if asked (every rank predicts)
+        trust: dict[str, Any] = {"calibration": calibrate(trainer, model, datamodule, logits)}
+        if best and trust["calibration"]["fitted_on"] and trainer.is_global_zero:
+            save_temperature(best, trust["calibration"])
+        if (cfg.get("report") or {}).get("robustness"):
+            trust["robustness"] = robustness.sweep(trainer, model, datamodule)
+    except BaseException as e:
+        end_child_ranks(
+            trainer, failed=True
+        )  # DDP ranks > 0 would wait for this one in their next collective
+        if (
+            isinstance(e, SystemExit) and trainer.interrupted
+        ):  # Lightning's Ctrl-C: stops cleanly, then exits 1
+            raise KeyboardInterrupt from None
+        if isinstance(
+            e, MisconfigurationException
+        ):  # a setting Lightning refuses once running (monitor typo)
+            raise UserError(" ".join(str(e).split())) from e
+        raise
+    end_child_ranks(trainer, failed=False)
 
-    res = model.test_results
-    metrics = {
-        "test_acc": res["test/acc"], "test_loss": res["test/loss"],
-        "test_precision_macro": res["test/precision"], "test_recall_macro": res["test/recall"],
-        "test_f1_macro": res["test/f1"],
-        "per_class": {name: {"precision": res["test/class_precision"][i], "recall": res["test/class_recall"][i],
-                             "f1": res["test/class_f1"][i], "acc": res["test/class_acc"][i]}
-                      for i, name in enumerate(CLASSES)},
-        "confusion_matrix": res["confmat"],  # rows: true class, columns: predicted class
-        "val_acc_best": float(model.val_acc_best.compute()) if model.best_val_epoch >= 0 else None,
-        "best_epoch": model.best_val_epoch if model.best_val_epoch >= 0 else None,
-        "best_checkpoint": best,
-        "epochs_run": trainer.current_epoch,
-        "global_steps": trainer.global_step,
-        "wall_seconds": round(time.time() - START, 2),
-        "params": sum(p.numel() for p in model.net.parameters()),
-        "model": cfg.model.net._target_.rsplit(".", 1)[-1],
-        "seed": cfg.get("seed"),
-        "precision": precision,
-        "device": device_description(cfg.trainer.accelerator),
-        "threads": torch.get_num_threads(),
-        "versions": {"torch": torch.__version__, "lightning": L.__version__, "python": sys.version.split()[0]},
-        "command": " ".join(["python", *sys.argv]),
-    }
+    metrics = build_metrics(
+        logged,
+        logits,
+        datamodule.test_y,
+        val_acc_best=float(model.val_acc_best.compute()) if model.best_val_epoch >= 0 else None,
+        best_epoch=model.best_val_epoch + 1
+        if model.best_val_epoch >= 0
+        else None,  # counted from 1, as people do
+        best_checkpoint=best,
+        checkpoint_selection="best val/acc"
+        if ckpt_cb is not None and best == ckpt_cb.best_model_path
+        else "last",
+        cut_short=cut_short(cfg.trainer),
+        max_epochs=cfg.trainer.max_epochs,
+        epochs_run=trainer.current_epoch,
+        global_steps=trainer.global_step,
+        wall_seconds=round(time.time() - START, 2),
+        params=sum(p.numel() for p in model.net.parameters()),
+        model=cfg.model.net._target_.rsplit(".", 1)[-1],
+        seed=cfg.get("seed"),
+        precision=cfg.trainer.precision,
+        device=device_description(cfg.trainer.accelerator),
+        threads=torch.get_num_threads(),
+        versions={"torch": torch.__version__, "lightning": L.__version__, "python": sys.version.split()[0]},
+        command=" ".join(["python", *sys.argv]),
+        **trust,
+    )
     if trainer.is_global_zero:
         write_json(out / "metrics.json", metrics)
-        maybe_write_report(cfg, out, model, datamodule, metrics)  # report/: figures, tables, report.md
+        # report/: figures, tables, report.md
+        maybe_write_report(cfg, out, logits, datamodule.test_y, datamodule, model.net, metrics)
         log.info("test/acc=%.4f test/loss=%.4f -> %s", metrics["test_acc"], metrics["test_loss"], out)
     return metrics
+
+
+def interrupted(out: Path) -> None:
+    """Ctrl-C: one line (console and train.log) saying how to go on."""
+    last = out / "checkpoints" / "last.ckpt"
+    hint = (
+        f"resume with ckpt_path={last}"
+        if last.is_file()
+        else "no checkpoint was written yet, nothing to resume"
+    )
+    log.warning("interrupted by Ctrl-C: %s", hint)
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
     global START
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    # a DDP job of a sweep runs as a single run in a child process (sweep.run_job_in_child_process): it records
+    # its own failure for the sweep's leaderboard
+    record = multirun or SWEEP_JOB_ENV in os.environ
     try:
         if multirun:
             START = time.time()  # jobs share one process: each job's wall time starts at the job
             set_job_threads(cfg)
-            with ddp_relaunch_as_single_run(cfg):
-                metrics = run(cfg)
+            metrics = run_job_in_child_process(cfg) if is_ddp_in_sweep(cfg) else run(cfg)
         else:
             metrics = run(cfg)
-        key = cfg.get("optimized_metric")  # for hyper-parameter search: a metrics.json key (never a test metric)
+        key = cfg.get(
+            "optimized_metric"
+        )  # for hyper-parameter search: a metrics.json key (never a test metric)
         value = metrics.get(key) if key else None
         if key and (value is None or not math.isfinite(value)):
             raise UserError(f"optimized_metric={key} is {value} (diverged, or no validation split?)")
+    except KeyboardInterrupt:
+        interrupted(Path(cfg.paths.output_dir))
+        sys.exit(130)
     except Exception as e:
-        if multirun:  # one failed job must not end the sweep: see fmnist_lit/sweep.py
+        if record:  # one failed job must not end the sweep: see fmnist_lit/sweep.py
             record_failure(cfg.paths.output_dir, e)
+        if multirun:
             if sweeper_wants_exceptions():
                 raise
             return None
@@ -150,4 +252,4 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    main()
+    run_hydra_app(main)

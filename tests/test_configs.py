@@ -4,9 +4,11 @@ from pathlib import Path
 
 import lightning as L
 import pytest
+import torch
 from hydra.utils import instantiate
 
-from fmnist_lit.train import CONF_DIR, build_callbacks, build_loggers
+from fmnist_lit.cli import CONF_DIR
+from fmnist_lit.train import build_callbacks, build_loggers
 from tests.conftest import compose_cfg
 
 CONF = Path(CONF_DIR)
@@ -32,7 +34,7 @@ def test_config_instantiates(tmp_path, tiny_root, overrides):
     assert isinstance(instantiate(cfg.data), L.LightningDataModule)
     model = instantiate(cfg.model)
     assert isinstance(model, L.LightningModule)
-    model.configure_optimizers  # noqa: B018 - attribute exists
+    assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
     for cb in build_callbacks(cfg):
         assert isinstance(cb, L.Callback)
     build_loggers(cfg)
@@ -43,16 +45,39 @@ def test_gpu_trainer_composes(tmp_path, tiny_root):
     assert compose_cfg(tmp_path, tiny_root, ["trainer=gpu"]).trainer.accelerator == "gpu"
 
 
-def test_csv_data_config(tmp_path, tiny_root):
-    cfg = compose_cfg(tmp_path, tiny_root, ["data=csv", "data.train_csv=a.csv", "data.test_csv=b.csv"])
-    dm = instantiate(cfg.data)
-    assert dm.hparams.train_csv == "a.csv"
-
-
 def test_seed_experiments_match_the_seeds(tmp_path, tiny_root):
-    c0 = compose_cfg(tmp_path, tiny_root, ["experiment=seed000"], tiny=False)
+    c0 = compose_cfg(tmp_path, tiny_root, ["experiment=simple_cnn_early_stopping"], tiny=False)
     assert c0.trainer.max_epochs == 150 and c0.callbacks.early_stopping.monitor == "val/loss"
-    c3 = compose_cfg(tmp_path, tiny_root, ["experiment=seed003"], tiny=False)
+    assert c0.optimizer._target_ == "torch.optim.Adam" and c0.scheduler is None
+    c3 = compose_cfg(tmp_path, tiny_root, ["experiment=simple_cnn_adam"], tiny=False)
     assert c3.model.net._target_.endswith("SimpleCNN") and list(c3.model.net.widths) == [32, 64, 128]
-    c4 = compose_cfg(tmp_path, tiny_root, ["experiment=seed004"], tiny=False)
+    assert c3.model.label_smoothing == 0.0 and c3.data.batch_size == 256
+    c4 = compose_cfg(tmp_path, tiny_root, ["experiment=bn_gap"], tiny=False)
     assert c4.model.net._target_.endswith("BNGapCNN") and list(c4.model.net.widths) == [64, 128, 256]
+
+
+@pytest.mark.parametrize(
+    "alias, name",
+    [("seed000", "simple_cnn_early_stopping"), ("seed003", "simple_cnn_adam"), ("seed004", "bn_gap")],
+)
+def test_seed_aliases_compose_to_the_named_experiment(tmp_path, tiny_root, alias, name):
+    assert compose_cfg(tmp_path, tiny_root, [f"experiment={alias}"]) == compose_cfg(
+        tmp_path, tiny_root, [f"experiment={name}"]
+    )
+
+
+def test_model_options_choose_only_the_net(tmp_path, tiny_root):
+    """LightningModule settings are written once (conf/train.yaml); conf/model/*.yaml holds only a net."""
+    for name in options("model"):
+        cfg = compose_cfg(tmp_path, tiny_root, [f"model={name}"])
+        assert set(cfg.model) == {
+            "_target_",
+            "net",
+            "optimizer",
+            "scheduler",
+            "label_smoothing",
+            "compile",
+            "channels_last",
+            "tta_flip",
+        }, name
+        assert cfg.model.net._target_.startswith("fmnist_lit.models."), name

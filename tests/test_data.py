@@ -6,7 +6,7 @@ import torch
 
 from fmnist_lit import data as D
 from fmnist_lit.csv_data import CSVFormatError, read_csv, write_csv
-from tests.conftest import make_images
+from tests.conftest import make_datamodule, make_images
 
 
 def copy_root(src, dst):
@@ -58,7 +58,10 @@ def test_system_copy_is_decompressed(tiny_root, tmp_path, monkeypatch):
     sysdir = tmp_path / "sys"
     sysdir.mkdir()
     for name in D.MD5:
-        with (tiny_root / "FashionMNIST" / "raw" / name).open("rb") as src, gzip.open(sysdir / f"{name}.gz", "wb") as dst:
+        with (
+            (tiny_root / "FashionMNIST" / "raw" / name).open("rb") as src,
+            gzip.open(sysdir / f"{name}.gz", "wb") as dst,
+        ):
             shutil.copyfileobj(src, dst)
     monkeypatch.setattr(D, "SYSTEM_DIR", sysdir)
     raw = D.prepare_raw(tmp_path / "root", download=False, check_md5=False)
@@ -66,11 +69,12 @@ def test_system_copy_is_decompressed(tiny_root, tmp_path, monkeypatch):
         assert (raw / name).read_bytes() == (tiny_root / "FashionMNIST" / "raw" / name).read_bytes()
 
 
-def test_split_identical_and_disjoint(tiny_root):
+def test_split_identical_and_disjoint(tiny_root, tmp_path):
     def build():
-        dm = D.FashionMNISTDataModule(root=str(tiny_root), val_size=100, check_md5=False, download=False)
+        dm = make_datamodule(tiny_root, tmp_path, val_size=100)
         dm.setup()
         return dm
+
     a, b = build(), build()
     assert torch.equal(a.val_idx, b.val_idx) and torch.equal(a.train_idx, b.train_idx)
     assert len(set(a.val_idx.tolist()) & set(a.train_idx.tolist())) == 0
@@ -78,16 +82,16 @@ def test_split_identical_and_disjoint(tiny_root):
     assert len(a.test_x) == 200  # the test set is separate and whole
 
 
-def test_split_seed_changes_split(tiny_root):
-    dms = [D.FashionMNISTDataModule(root=str(tiny_root), val_size=100, split_seed=s, check_md5=False) for s in (0, 1)]
+def test_split_seed_changes_split(tiny_root, tmp_path):
+    dms = [make_datamodule(tiny_root, tmp_path, split_seed=s) for s in (0, 1)]
     for dm in dms:
         dm.setup()
     assert not torch.equal(dms[0].val_idx, dms[1].val_idx)
 
 
 @pytest.mark.parametrize("val_size", [-1, 600, 10_000])
-def test_bad_val_size(tiny_root, val_size):
-    dm = D.FashionMNISTDataModule(root=str(tiny_root), val_size=val_size, check_md5=False)
+def test_bad_val_size(tiny_root, tmp_path, val_size):
+    dm = make_datamodule(tiny_root, tmp_path, val_size=val_size)
     with pytest.raises(D.DatasetError, match="val_size"):
         dm.setup()
 
@@ -112,7 +116,10 @@ def test_training_shards_have_equal_steps():
 
 def test_tensor_batches_ranks_are_disjoint():
     x, y = torch.arange(50).view(-1, 1), torch.arange(50)
-    shares = [torch.cat([b[1] for b in D.TensorBatches(x, y, 7, shuffle=False, rank=r, world_size=2)]) for r in (0, 1)]
+    shares = [
+        torch.cat([b[1] for b in D.TensorBatches(x, y, 7, shuffle=False, rank=r, world_size=2)])
+        for r in (0, 1)
+    ]
     assert sorted(torch.cat(shares).tolist()) == list(range(50))
 
 
@@ -135,33 +142,38 @@ def test_augment_translation_is_a_shift():
     assert abs(r - 10) <= 2 and abs(c - 10) <= 2 and out.sum() == 1
 
 
-def test_pil_path_matches_fast_path(tiny_root):
-    dm = D.FashionMNISTDataModule(root=str(tiny_root), val_size=100, check_md5=False)
+def test_pil_path_matches_fast_path(tiny_root, tmp_path):
+    dm = make_datamodule(tiny_root, tmp_path)
     dm.setup()
     img, _ = D._PILDataset(dm.test_x, dm.test_y)[3]
     assert torch.allclose(img, D.normalize_uint8(dm.test_x[3:4])[0], atol=1e-6)
 
 
-@pytest.mark.parametrize(("device", "keep", "expected"), [("cpu", True, "cpu"), ("meta", True, "meta"),
-                                                          ("meta", False, "cpu")])
-def test_fast_path_keeps_splits_on_the_accelerator(tiny_root, device, keep, expected):
+@pytest.mark.parametrize(
+    ("device", "keep", "expected"), [("cpu", True, "cpu"), ("meta", True, "meta"), ("meta", False, "cpu")]
+)
+def test_fast_path_keeps_splits_on_the_accelerator(tiny_root, tmp_path, device, keep, expected):
     # no GPU in CI: the "meta" device stands in for one (any non-CPU root device of the trainer)
     from types import SimpleNamespace
 
-    dm = D.FashionMNISTDataModule(root=str(tiny_root), val_size=100, batch_size=32, check_md5=False,
-                                  keep_on_device=keep)
+    dm = make_datamodule(tiny_root, tmp_path, batch_size=32, keep_on_device=keep)
     dm.setup()
-    dm.trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device(device)), global_rank=0,
-                                 world_size=1)
-    for loader in (dm.train_dataloader(), dm.val_dataloader(), dm.test_dataloader()):
+    dm.trainer = SimpleNamespace(
+        strategy=SimpleNamespace(root_device=torch.device(device)),
+        global_rank=0,
+        world_size=1,
+        current_epoch=0,
+    )
+    for loader in (dm.train_dataloader(), *dm.val_dataloader(), dm.test_dataloader()):
         x, y = next(iter(loader))
         assert x.device.type == y.device.type == expected and x.dtype == torch.uint8
         assert x.shape[1:] == (28, 28) and len(x) == len(y) == min(loader.batch_size, len(loader.x))
-    # the module's own tensors stay on the host: the report and TimeToAccuracy read dm.test_x
+    # the module's own tensors stay on the host: the report reads dm.test_x
     assert dm.train_x.device.type == dm.test_x.device.type == "cpu"
 
 
 # --- CSV (seed 003's format) ---
+
 
 def test_csv_roundtrip(tmp_path):
     x, y = make_images(20, 3)
@@ -170,13 +182,16 @@ def test_csv_roundtrip(tmp_path):
     assert torch.equal(x, x2) and torch.equal(y, y2)
 
 
-@pytest.mark.parametrize("bad_row, message", [
-    ("3," + ",".join(["0"] * 783), "expected 785 columns"),
-    ("3," + ",".join(["0"] * 783) + ",abc", "not an integer"),
-    ("3," + ",".join(["0"] * 783) + ",256", "pixel784 = 256 is outside 0..255"),
-    ("10," + ",".join(["0"] * 784), "label 10 is outside 0..9"),
-    ("-1," + ",".join(["0"] * 784), "label -1 is outside 0..9"),
-])
+@pytest.mark.parametrize(
+    "bad_row, message",
+    [
+        ("3," + ",".join(["0"] * 783), "expected 785 columns"),
+        ("3," + ",".join(["0"] * 783) + ",abc", "not an integer"),
+        ("3," + ",".join(["0"] * 783) + ",256", "pixel784 = 256 is outside 0..255"),
+        ("10," + ",".join(["0"] * 784), "label 10 is outside 0..9"),
+        ("-1," + ",".join(["0"] * 784), "label -1 is outside 0..9"),
+    ],
+)
 def test_csv_errors_name_file_and_line(tmp_path, bad_row, message):
     x, y = make_images(5, 4)
     path = tmp_path / "bad.csv"
@@ -198,8 +213,13 @@ def test_csv_missing_header(tmp_path):
 def test_csv_datamodule(tmp_path):
     write_csv(tmp_path / "train.csv", *make_images(300, 5))
     write_csv(tmp_path / "test.csv", *make_images(50, 6))
-    dm = D.FashionMNISTDataModule(train_csv=str(tmp_path / "train.csv"), test_csv=str(tmp_path / "test.csv"),
-                                  val_size=30)
+    dm = make_datamodule(
+        tmp_path,
+        tmp_path / "cfg",
+        train_csv=str(tmp_path / "train.csv"),
+        test_csv=str(tmp_path / "test.csv"),
+        val_size=30,
+    )
     dm.prepare_data()
     dm.setup()
     assert len(dm.train_x) == 270 and len(dm.val_x) == 30 and len(dm.test_x) == 50

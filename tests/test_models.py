@@ -7,13 +7,13 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from fmnist_lit.train import CONF_DIR
+from fmnist_lit.cli import CONF_DIR
 
 MODELS = sorted(p.stem for p in (Path(CONF_DIR) / "model").glob("*.yaml"))
 
 
 def build_net(name: str) -> torch.nn.Module:
-    return instantiate(OmegaConf.load(Path(CONF_DIR) / "model" / f"{name}.yaml").net)
+    return instantiate(OmegaConf.load(Path(CONF_DIR) / "model" / f"{name}.yaml"))
 
 
 def test_registry_has_the_seed_models():
@@ -54,9 +54,14 @@ def test_fast_cnn_layouts():
     for i, (c_in, c_out) in zip((0, 2, 4), ((1, 16), (16, 32), (32, 64))):
         old[f"features.{i}.0.weight"] = (c_out, c_in, 3, 3)
         old |= {f"features.{i}.1.{k}": () if k == "num_batches_tracked" else (c_out,) for k in bn}
-    assert {k: tuple(v.shape) for k, v in FastCNN((16, 32, 64)).state_dict().items()} == old
-    assert FastCNN((8, 16)).features[-1].__class__ is torch.nn.MaxPool2d  # any number of stages, extra optional
-    net = FastCNN((16, 32, 64), pool_first=True, extra=(0, 0, 1))
+    assert {
+        k: tuple(v.shape)
+        for k, v in FastCNN((16, 32, 64), dropout=0.0, pool_first=False).state_dict().items()
+    } == old
+    assert (
+        FastCNN((8, 16), dropout=0.0, pool_first=False).features[-1].__class__ is torch.nn.MaxPool2d
+    )  # any number of stages, extra optional
+    net = FastCNN((16, 32, 64), dropout=0.0, pool_first=True, extra=(0, 0, 1))
     assert net(torch.randn(2, 1, 28, 28)).shape == (2, 10)
     # conv -> pool -> BN -> ReLU: BN normalises the pooled (B, 16, 14, 14) maps
     assert isinstance(net.features[0][1], torch.nn.MaxPool2d)
@@ -64,4 +69,4 @@ def test_fast_cnn_layouts():
     assert sum(isinstance(m, torch.nn.Conv2d) for m in net.modules()) == 4
     for bad in ((1,), (0, 0, -1)):  # a count per stage, none negative (range(-1) would silently add nothing)
         with pytest.raises(ValueError, match="one count >= 0 per stage"):
-            FastCNN((16, 32, 64), extra=bad)
+            FastCNN((16, 32, 64), dropout=0.0, pool_first=True, extra=bad)

@@ -37,9 +37,19 @@ def test_train_mean_std_constants(real_root):
 
 def test_short_real_run_beats_chance(tmp_path, real_root):
     """~150 steps of simple_cnn on real data, tested on the full official 10k test set."""
-    cfg = compose_cfg(tmp_path, real_root, [
-        "model=simple_cnn", "data.check_md5=true", "data.batch_size=128", "data.val_size=5000",
-        "data.eval_batch_size=1000", "trainer.limit_train_batches=150", "logger=csv"])
+    cfg = compose_cfg(
+        tmp_path,
+        real_root,
+        [
+            "model=simple_cnn",
+            "data.check_md5=true",
+            "data.batch_size=128",
+            "data.val_size=5000",
+            "data.eval_batch_size=1000",
+            "trainer.limit_train_batches=150",
+            "logger=csv",
+        ],
+    )
     m = run(cfg)
     assert sum(map(sum, m["confusion_matrix"])) == 10_000
     assert m["test_acc"] > 0.70, m["test_acc"]  # chance is 0.10

@@ -10,35 +10,64 @@ import pytest
 import torch
 
 from fmnist_lit.train import run
+from fmnist_lit.utils import UserError
 from tests.conftest import ROOT, TINY, compose_cfg
 
 
 def train_cli(tmp_path: Path, root: Path, *overrides: str, run_dir: Path | None = None):
     run_dir = run_dir or tmp_path / "run"
-    cmd = [sys.executable, str(ROOT / "train.py"), f"data.root={root}", *TINY, f"hydra.run.dir={run_dir}", *overrides]
+    cmd = [
+        sys.executable,
+        str(ROOT / "train.py"),
+        f"data.root={root}",
+        *TINY,
+        f"hydra.run.dir={run_dir}",
+        *overrides,
+    ]
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    return subprocess.run(cmd, check=False, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300), run_dir
+    return subprocess.run(
+        cmd, check=False, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300
+    ), run_dir
 
 
+@pytest.mark.slow
 def test_train_cli_writes_run_folder(tmp_path, tiny_root):
-    proc, run_dir = train_cli(tmp_path, tiny_root, "model=simple_cnn", "trainer.max_epochs=2", "seed=0",
-                               "scheduler=null")
+    proc, run_dir = train_cli(
+        tmp_path, tiny_root, "model=simple_cnn", "trainer.max_epochs=2", "seed=0", "scheduler=null"
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     m = json.loads((run_dir / "metrics.json").read_text())
-    assert m["epochs_run"] == 2 and m["best_epoch"] in (0, 1)
+    assert m["epochs_run"] == 2 and m["best_epoch"] in (1, 2)  # epochs count from 1
+    assert (run_dir / "config.yaml").read_text().count("precision: auto") == 0  # the decision is recorded
     assert 0.0 <= m["test_acc"] <= 1.0 and len(m["confusion_matrix"]) == 10
     assert sum(map(sum, m["confusion_matrix"])) == 200  # every test image counted once
     assert set(m["per_class"]) >= {"T-shirt/top", "Ankle boot"}
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
-    assert any(p.name.startswith("epoch") for p in (run_dir / "checkpoints").iterdir())
+    assert (
+        run_dir / "checkpoints" / f"epoch{m['best_epoch']:03d}-val_acc{m['val_acc_best']:.4f}.ckpt"
+    ).is_file()
     assert (run_dir / "config.yaml").is_file() and (run_dir / ".hydra" / "config.yaml").is_file()
-    assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
-    assert (run_dir / "train.log").is_file()
+    # the TensorBoard run is named after the overrides that matter (not data.root, threads, ...)
+    tb = {p.parent.name for p in (run_dir / "tensorboard").rglob("events.out.tfevents.*")}
+    (name,) = tb
+    assert "model=simple_cnn" in name and "trainer.max_epochs=2" in name and "threads" not in name
+    assert "trainer.max_epochs=1" not in name and "root" not in name  # plumbing out; a repeated key once
+    log = (run_dir / "train.log").read_text()
+    assert "epoch 1/2 (" in log and "epoch 2/2 (" in log and "train loss " in log and "| val loss " in log
+    assert "\r" not in proc.stdout and "Epoch 0:" not in proc.stdout  # no tqdm redraws when not a terminal
 
     # resume from last.ckpt into a new folder: the epoch count continues, the old run is untouched
     before = (run_dir / "checkpoints" / "last.ckpt").read_bytes()
-    proc, run2 = train_cli(tmp_path, tiny_root, "model=simple_cnn", "trainer.max_epochs=3", "seed=0", "scheduler=null",
-                           f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}", run_dir=tmp_path / "run2")
+    proc, run2 = train_cli(
+        tmp_path,
+        tiny_root,
+        "model=simple_cnn",
+        "trainer.max_epochs=3",
+        "seed=0",
+        "scheduler=null",
+        f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}",
+        run_dir=tmp_path / "run2",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     m2 = json.loads((run2 / "metrics.json").read_text())
     assert m2["epochs_run"] == 3 and m2["global_steps"] == 3 * (m["global_steps"] // 2)
@@ -52,7 +81,10 @@ def test_learns_the_synthetic_task(tmp_path, tiny_root):
 
 
 def test_same_seed_same_result(tmp_path, tiny_root):
-    res = [run(compose_cfg(tmp_path / str(i), tiny_root, ["model=mlp", "seed=0", "logger=csv"])) for i in range(2)]
+    res = [
+        run(compose_cfg(tmp_path / str(i), tiny_root, ["model=mlp", "seed=0", "logger=csv"]))
+        for i in range(2)
+    ]
     assert res[0]["test_loss"] == res[1]["test_loss"]
 
 
@@ -63,7 +95,7 @@ def test_val_size_zero_tests_last_weights(tmp_path, tiny_root):
 
 def test_refuses_to_overwrite_a_run(tmp_path, tiny_root):
     run(compose_cfg(tmp_path, tiny_root, ["model=mlp", "logger=csv"]))
-    with pytest.raises(Exception, match="already exists"):
+    with pytest.raises(UserError, match="already exists"):
         run(compose_cfg(tmp_path, tiny_root, ["model=mlp", "logger=csv"]))
 
 
@@ -73,14 +105,25 @@ def test_checkpoint_loads_weights_only(tmp_path, tiny_root):
     assert "state_dict" in ckpt
 
 
-@pytest.mark.parametrize("override, message", [
-    ("model=resnet9000", "Could not find 'model/resnet9000'"),
-    ("trainer.max_epochs=-5", "trainer.max_epochs=-5"),
-    ("data.batch_size=0", "data.batch_size=0"),
-    ("data.val_size=60000", "data.val_size=60000"),
-    ("ckpt_path=/nonexistent.ckpt", "no such file"),
-    ("data=csv", "Missing mandatory value: data.train_csv"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        (
+            "data.batch_size=0",
+            "data.batch_size=0",
+        ),  # one case in the fast suite; the rest are slow (a process each)
+        *[
+            pytest.param(o, m, marks=pytest.mark.slow)
+            for o, m in [
+                ("model=resnet9000", "Could not find 'model/resnet9000'"),
+                ("trainer.max_epochs=-5", "trainer.max_epochs=-5"),
+                ("data.val_size=60000", "data.val_size=60000"),
+                ("ckpt_path=/nonexistent.ckpt", "no such file"),
+                ("data=csv", "Missing mandatory value: data.train_csv"),
+            ]
+        ],
+    ],
+)
 def test_cli_errors_are_one_clear_line(tmp_path, tiny_root, override, message):
     proc, _ = train_cli(tmp_path, tiny_root, override)
     assert proc.returncode != 0

@@ -1,0 +1,7 @@
+"""Export a checkpoint to ONNX or TorchScript: `python export.py ckpt_path=PATH format=onnx|torchscript`
+(conf/export.yaml)."""
+
+from fmnist_lit.export import main
+
+if __name__ == "__main__":
+    main()

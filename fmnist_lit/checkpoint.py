@@ -1,0 +1,194 @@
+"""Checkpoint -> model, for eval.py and predict.py (and resuming in train.py).
+
+A checkpoint is read with `torch.load(weights_only=True)` whatever the environment says
+(TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD only overrides calls that do not pass it), so no pickled code runs. The model is
+rebuilt from the run's `config.yaml` (`<run>/config.yaml` for `<run>/checkpoints/x.ckpt`), and only from this
+project's classes: every `_target_` in the config's model and data sections must be one of ALLOWED_TARGETS, exact
+names (a prefix would let `fmnist_lit.models.torch.hub.Path.write_bytes` or `torch.optim.optimizer.torch.load`
+through: Hydra resolves a dotted path through module attributes), so a crafted `config.yaml` in a downloaded run folder
+cannot make `instantiate` call anything else.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from fmnist_lit import models
+from fmnist_lit.utils import UserError
+
+# The callables a run's config may name. Each takes plain values (numbers, strings, lists) or another allowed
+# object; none takes a function (so no LambdaLR, MultiplicativeLR, CyclicLR's scale_fn), none reads or writes a
+# path except the DataModule, which reads Fashion-MNIST (or the CSVs) it names.
+NETS = {
+    f"fmnist_lit.models.{name}"
+    for name, obj in vars(models).items()
+    if isinstance(obj, type) and issubclass(obj, nn.Module) and obj.__module__ == models.__name__
+}
+OPTIMIZERS = {
+    f"torch.optim.{name}"
+    for name in (
+        "SGD",
+        "Adam",
+        "AdamW",
+        "NAdam",
+        "RAdam",
+        "RMSprop",
+        "Adagrad",
+        "Adadelta",
+        "Adamax",
+        "ASGD",
+        "Rprop",
+        "Adafactor",
+    )
+}
+SCHEDULERS = {
+    f"torch.optim.lr_scheduler.{name}"
+    for name in (
+        "OneCycleLR",
+        "CosineAnnealingLR",
+        "CosineAnnealingWarmRestarts",
+        "StepLR",
+        "MultiStepLR",
+        "ExponentialLR",
+        "LinearLR",
+        "ConstantLR",
+        "PolynomialLR",
+        "ReduceLROnPlateau",
+    )
+}
+ALLOWED_TARGETS = frozenset(
+    NETS
+    | OPTIMIZERS
+    | SCHEDULERS
+    | {"fmnist_lit.module.LitClassifier", "fmnist_lit.data.FashionMNISTDataModule"}
+)
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The checkpoint's plain contents, or UserError saying in one line why it is not one of ours."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"ckpt_path={path}: no such file")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    # any failure to read means 'not a checkpoint': truncated, not a torch file, pickles weights_only refuses
+    except Exception as e:  # noqa: BLE001
+        raise UserError(f"ckpt_path={path}: not a readable PyTorch checkpoint ({_load_error(e)})") from None
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
+        raise UserError(f"ckpt_path={path}: not a Lightning checkpoint (no state_dict)")
+    return ckpt
+
+
+def _load_error(e: Exception) -> str:
+    """torch.load's many-line message -> a few words."""
+    text = str(e)
+    if found := re.search(r"Unsupported global: (?:GLOBAL )?(\S+)", text):  # a pickled callable: code to run
+        return f"it names code to run, `{found[1]}`; nothing was run"
+    if "WeightsUnpickler error" in text:
+        return "not a PyTorch file"
+    if "zip archive" in text:
+        return "truncated or corrupted"
+    if isinstance(e, EOFError):
+        return "empty or truncated"
+    return (text.strip().splitlines() or [type(e).__name__])[0][:120]
+
+
+def _refused(node: Any) -> str | None:
+    """The first `_target_` (at any depth, `_args_` lists included) not in ALLOWED_TARGETS, or a string that would
+    be read as an interpolation again (`\\${...}` resolves to `${...}`): what instantiate sees must be what was
+    checked."""
+    if isinstance(node, dict):
+        target = node.get("_target_")
+        if "_target_" in node and not (isinstance(target, str) and target in ALLOWED_TARGETS):
+            return f"`{target}`"
+        return next((r for v in node.values() if (r := _refused(v))), None)
+    if isinstance(node, list):
+        return next((r for v in node if (r := _refused(v))), None)
+    return f"the interpolation {node!r}" if isinstance(node, str) and "${" in node else None
+
+
+def check_targets(cfg: DictConfig, where: str) -> DictConfig:
+    """cfg as plain data (no interpolation left), or UserError if it names a callable not in ALLOWED_TARGETS."""
+    # run_config resolved it once; a `${` left now (from an escaped `\\${`) would be resolved again by instantiate
+    plain = OmegaConf.to_container(cfg, resolve=False)
+    if (bad := _refused(plain)) is not None:
+        raise UserError(
+            f"{where}: refuses to build {bad} (a run's config may name only this project's nets, "
+            "module and data and torch's optimisers and LR schedulers)"
+        )
+    return OmegaConf.create(plain)
+
+
+def run_config(ckpt_path: str | Path) -> tuple[Path, DictConfig]:
+    """`<run>/checkpoints/x.ckpt` -> (`<run>`, the run's config), its targets checked."""
+    run_dir = Path(ckpt_path).resolve().parent.parent
+    cfg_path = run_dir / "config.yaml"
+    if not cfg_path.is_file():
+        raise UserError(
+            f"ckpt_path={ckpt_path}: no {cfg_path} (expected <run>/checkpoints/<file>.ckpt of a train.py run)"
+        )
+    try:
+        cfg = OmegaConf.load(cfg_path)
+        OmegaConf.resolve(cfg)
+    except Exception as e:  # noqa: BLE001 (YAML and OmegaConf errors alike: the file is not a config)
+        raise UserError(f"{cfg_path}: not a readable config ({' '.join(str(e).split())[:160]})") from None
+    if not isinstance(cfg, DictConfig) or not (cfg.get("model") and cfg.get("data") and cfg.get("trainer")):
+        raise UserError(f"{cfg_path}: not a train.py config (needs model, data and trainer)")
+    cfg.model = check_targets(cfg.model, str(cfg_path))  # instantiate gets exactly the data that was checked
+    cfg.data = check_targets(cfg.data, str(cfg_path))
+    return run_dir, cfg
+
+
+# what Lightning needs to resume fitting (a checkpoint saved with weights only lacks optimizer_states)
+RESUME_KEYS = ("state_dict", "pytorch-lightning_version", "epoch", "global_step", "loops", "optimizer_states")
+
+
+def check_resumable(ckpt: dict[str, Any], model: L.LightningModule, ckpt_path: str | Path) -> None:
+    """UserError unless `train.py ckpt_path=` can resume `model` from ckpt (read by read_checkpoint)."""
+    missing = [k for k in RESUME_KEYS if k not in ckpt]
+    if missing:
+        raise UserError(
+            f"ckpt_path={ckpt_path}: not a checkpoint to resume training from (no {', '.join(missing)}); "
+            "a checkpoint of train.py's run folder resumes, any checkpoint evaluates with eval.py"
+        )
+    # torch.compile'd nets save their weights under `net._orig_mod.`: compare the plain names, then the flag
+    want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    got = {
+        k.replace("._orig_mod.", "."): tuple(getattr(v, "shape", ())) for k, v in ckpt["state_dict"].items()
+    }
+    if got != want:
+        diff = [
+            f"{k}: {got.get(k, 'missing')} here {want.get(k, 'absent')}"
+            for k in sorted(set(got) | set(want))
+            if got.get(k) != want.get(k)
+        ]
+        raise UserError(
+            f"ckpt_path={ckpt_path}: weights do not fit the configured model ({len(diff)} differ, e.g. "
+            f"{'; '.join(diff[:2])}): resume with the run's own model settings"
+        )
+    compiled = any("._orig_mod." in k for k in ckpt["state_dict"])
+    if compiled != bool(model.hparams.get("compile")):
+        raise UserError(
+            f"ckpt_path={ckpt_path}: the run was trained with model.compile={str(compiled).lower()}: "
+            "resume with the same setting"
+        )
+
+
+def load_model(run_cfg: DictConfig, ckpt: dict[str, Any], ckpt_path: str | Path) -> L.LightningModule:
+    model = instantiate(run_cfg.model)
+    # a run with model.compile=true saved keys of the compiled wrapper (`net._orig_mod.`)
+    state = {k.replace("._orig_mod.", "."): v for k, v in ckpt["state_dict"].items()}
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        detail = " ".join(str(e).split())[:200]
+        raise UserError(f"ckpt_path={ckpt_path}: weights do not fit the run's model ({detail})") from None
+    return model

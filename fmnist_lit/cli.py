@@ -1,0 +1,149 @@
+"""What the entry points share: where the configs are, the CPU thread count, and the rule that a mistake in the
+user's input is one `error:` line and exit status 2, never a traceback, and changes nothing on disk.
+
+Three places see the user's input, in this order, and each turns a mistake into that one line:
+- `run_hydra_app` (the `__main__` of train.py and eval.py): Hydra's own errors while composing the config
+  (unknown option or key, bad override syntax), which Hydra would print in ~13 lines and exit 1.
+- `CheckBeforeWriting` (a Hydra callback in conf/): the entry point's checks on the composed config, run before
+  Hydra creates the run folder and writes `.hydra/` into it; and a sweep folder that already holds a sweep.
+- `exit_on_user_error` / train.main: UserErrors raised while the task runs (data, checkpoints, divergence).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn
+
+import torch
+from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
+from hydra.experimental.callback import Callback
+from hydra.utils import get_method
+from omegaconf import DictConfig
+from omegaconf.errors import MissingMandatoryValue
+
+from fmnist_lit.utils import UserError
+
+# the repo's conf/ (absolute: Hydra would otherwise look for a `conf` module inside the package)
+CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+# mistakes in the user's input (DatasetError and CSVFormatError are UserErrors too)
+USER_ERRORS = (UserError, MissingMandatoryValue)
+# config groups that may be switched off: `logger=null` means Hydra's `~logger` (Hydra 1.3 refuses `group=null`)
+OPTIONAL_GROUPS = ("logger", "callbacks", "experiment", "debug", "hparams_search")
+
+
+def set_threads(threads: int | None) -> None:
+    # default: every core; parallel sweeps pass threads so that jobs x threads <= cores
+    torch.set_num_threads(threads or os.cpu_count() or 1)
+
+
+def fail(message: str) -> NoReturn:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def exit_on_user_error(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Decorate an entry point: a USER_ERRORS exception becomes `error: <message>` on stderr and exit status 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except USER_ERRORS as e:
+            fail(str(e))
+
+    return wrapper
+
+
+def _override(argv: list[str], key: str, value: str | None = None) -> str:
+    """The last command-line override that sets `key` (to `value`), as typed; or `key` itself."""
+    found = [
+        a
+        for a in argv
+        if a.lstrip("+~").partition("=")[0] == key and (value is None or a.partition("=")[2] == value)
+    ]
+    return found[-1] if found else key
+
+
+def hydra_error_line(e: Exception, argv: list[str]) -> str:
+    """One line for an error Hydra raised while composing the config."""
+    if isinstance(e, MissingConfigException) and e.missing_cfg_file and e.options:
+        group, _, option = e.missing_cfg_file.rpartition("/")
+        return (
+            f"{_override(argv, group, option)}: Could not find '{e.missing_cfg_file}'; "
+            f"the options are {', '.join(e.options)}"
+        )
+    text = str(e)
+    m = re.match(r"Could not override '([^']+)'", text)
+    if m and "not in struct" in str(e.__cause__):
+        return (
+            f"{_override(argv, m.group(1))}: no such key in the config (a typo? `+{m.group(1)}=...` adds a "
+            "new key)"
+        )
+    lines = []
+    for line in text.splitlines():
+        if line.startswith(("Config search path", "See https://hydra.cc")):
+            break
+        lines.append(line.strip())
+    line = " ".join(x for x in lines if x)
+    if isinstance(e, OverrideParseException):
+        return f"{e.override}: not a valid override ({line})"
+    return line
+
+
+def run_hydra_app(main: Callable[[], Any]) -> None:
+    """Run a `@hydra.main` function with Hydra's composition errors as one `error:` line and exit status 2.
+
+    HYDRA_FULL_ERROR=1 is Hydra's documented switch that makes it re-raise an error instead of printing its report
+    and exiting 1; the task's own errors are handled inside the task (train.main, exit_on_user_error)."""
+    argv = sys.argv[1:]
+    for i, a in enumerate(argv):
+        group, _, value = a.partition("=")
+        if value == "null" and group in OPTIONAL_GROUPS:
+            argv[i] = f"~{group}"
+    sys.argv[1:] = argv
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        main()
+    except (ConfigCompositionException, OverrideParseException) as e:
+        fail(hydra_error_line(e, argv))
+    except ValueError as e:  # Hydra's defaults list: `model=null` for a group that cannot be switched off
+        if "Config group override" not in str(e):
+            raise
+        nulls = [a for a in argv if a.endswith("=null") and "." not in a and not a.startswith(("+", "~"))]
+        fail(
+            f"{' '.join(nulls) or str(e)}: this config group needs an option (only "
+            f"{', '.join(OPTIONAL_GROUPS)} can be null)"
+        )
+
+
+class CheckBeforeWriting(Callback):
+    """Hydra callback (`hydra.callbacks` in conf/train.yaml and conf/eval.yaml). Hydra creates the run folder and
+    writes `.hydra/` into it before the task starts, so checks made by the task come too late to leave a refused
+    run folder untouched. This runs `check(cfg, run_dir)` (the entry point's: output folder and settings) first.
+
+    A multirun is refused when its sweep folder already holds something: its leaderboard would mix the old jobs
+    with the new ones (job folders are numbered from 0 again)."""
+
+    def __init__(self, check: str) -> None:
+        self.check = check
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if int(os.environ.get("LOCAL_RANK", "0")) > 0:
+            return  # a DDP rank that Lightning re-launched into its rank 0's run folder: rank 0 checked it
+        try:
+            get_method(self.check)(config, Path(str(config.hydra.run.dir)))
+        except USER_ERRORS as e:
+            fail(str(e))
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep = Path(str(config.hydra.sweep.dir))
+        if sweep.is_dir() and any(sweep.iterdir()):
+            fail(
+                f"hydra.sweep.dir={sweep} already holds a sweep: a second one would mix its jobs and leaderboard "
+                "with the first; choose a new hydra.sweep.dir"
+            )

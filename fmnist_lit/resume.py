@@ -1,0 +1,184 @@
+"""What makes `last.ckpt` an exact resume point: kill -9 at any moment, resume with `ckpt_path=.../last.ckpt`, and
+the run ends with the same weights as one that was never interrupted (same machine).
+
+- AtomicCheckpointIO (trainer.plugins): a checkpoint goes to a temporary file in its own folder, is fsynced and
+  renamed over its name, so `last.ckpt` is always a whole checkpoint, the previous or the new one. Every
+  checkpoint Lightning reads (the resume, the best one to test) is read with `weights_only=True`.
+- ResumableCheckpoint (callbacks.model_checkpoint): Lightning's ModelCheckpoint, plus last.ckpt every
+  `save_last_every_n_steps` optimiser steps and at every epoch end (Lightning writes it only with a new best),
+  the RNG states (torch, CUDA, numpy, python) saved with it and restored when training starts, and the record
+  of the best checkpoints kept when a run resumes into a new folder (Lightning keeps only the path, so a worse
+  epoch would become "best").
+
+The rest is Lightning's: model, optimiser, scheduler and loop progress, other callbacks' state (EarlyStopping,
+WeightAveraging/EMA), and the train loader's own state (order and position, fmnist_lit.data.TensorBatches).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import warnings
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from fmnist_lit.callbacks import Checkpoint  # `{epoch}` in file names counted from 1
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Local checkpoints written all-or-nothing and read weights-only."""
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None
+    ) -> None:
+        if storage_options is not None:
+            raise TypeError("AtomicCheckpointIO takes no storage_options")
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")  # same folder: the rename cannot cross file systems
+        with tmp.open("wb") as f:
+            self._dump(checkpoint, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        dir_fd = os.open(path.parent, os.O_RDONLY)  # make the rename itself durable
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+    def _dump(self, checkpoint: dict[str, Any], f: Any) -> None:
+        torch.save(checkpoint, f)
+
+    def load_checkpoint(
+        self, path: str | Path, map_location: Any = None, weights_only: bool | None = None
+    ) -> dict[str, Any]:
+        # explicit True: TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD overrides only calls that leave weights_only unset
+        return torch.load(path, map_location=map_location or "cpu", weights_only=True)
+
+
+def rng_states() -> dict[str, Any]:
+    """Every global RNG a training step may draw from (augmentation, dropout), as plain data (weights_only)."""
+    np_state = np.random.get_state()  # ('MT19937', uint32 (624,), pos, has_gauss, cached_gaussian)
+    states: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": (np_state[0], np_state[1].tolist(), *np_state[2:]),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: dict[str, Any]) -> None:
+    torch.set_rng_state(states["torch"])
+    random.setstate(states["python"])
+    name, keys, *rest = states["numpy"]
+    np.random.set_state((name, np.array(keys, dtype=np.uint32), *rest))
+    if "cuda" in states and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+class ResumableCheckpoint(Checkpoint):
+    """ModelCheckpoint whose last.ckpt is always recent and resumes exactly (see the module docstring).
+
+    save_last_every_n_steps: also write last.ckpt every this many optimiser steps inside an epoch (0: only at
+    epoch ends); a kill loses at most this many steps.
+    """
+
+    def __init__(self, *args: Any, save_last_every_n_steps: int = 0, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if not isinstance(save_last_every_n_steps, int) or save_last_every_n_steps < 0:
+            raise ValueError(f"save_last_every_n_steps={save_last_every_n_steps}: must be an integer >= 0")
+        self.save_last_every_n_steps = save_last_every_n_steps
+        self._rng_to_restore: dict[str, Any] | None = None
+        self._resumed_from: Path | None = None
+        self._last_step_save = -1
+
+    # -- when last.ckpt is written ---------------------------------------------------------------------------
+    def _save_last_now(self, trainer: L.Trainer) -> None:
+        # skipped when this step is saved already
+        if self.save_last and not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        n = self.save_last_every_n_steps
+        step = trainer.global_step
+        # the last batch of an epoch is saved at the epoch end; with gradient accumulation a step spans batches
+        if (
+            n
+            and step % n == 0
+            and step != self._last_step_save
+            and not trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
+        ):
+            saved_step = self._last_global_step_saved
+            self._save_last_now(trainer)
+            self._last_step_save = step
+            # a validation right after this step must still save its best checkpoint (ModelCheckpoint skips every
+            # save at a step it has saved at)
+            self._last_global_step_saved = saved_step
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if not self._should_save_on_train_epoch_end(trainer):
+            self._save_last_now(trainer)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if self._should_save_on_train_epoch_end(trainer):  # no validation: the epoch end is the save point
+            self._save_last_now(trainer)
+
+    # -- what a checkpoint holds -----------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "rng_states": rng_states()}
+
+    def on_load_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        # called before load_state_dict: where the checkpoint being resumed lies
+        self._resumed_from = Path(trainer.ckpt_path).resolve().parent if trainer.ckpt_path else None
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        state = dict(state_dict)
+        self._rng_to_restore = state.pop("rng_states", None)
+        if state.get("dirpath", self.dirpath) == self.dirpath:
+            return super().load_state_dict(state)
+        with warnings.catch_warnings():  # Lightning's "won't be reloaded" notice: reloaded below after all
+            warnings.simplefilter("ignore", UserWarning)
+            super().load_state_dict(state)
+        self._keep_best_of_resumed_run(state)
+
+    def _keep_best_of_resumed_run(self, state: dict[str, Any]) -> None:
+        """A run resumed into a new folder competes with the best checkpoints of the run it resumes (they stay in
+        that folder, which is never written to). Only files beside the resumed checkpoint count."""
+        old = {
+            p: s
+            for p, s in (state.get("best_k_models") or {}).items()
+            if self._resumed_from is not None
+            and Path(p).resolve().parent == self._resumed_from
+            and Path(p).is_file()
+        }
+        better_first = sorted(old, key=old.get, reverse=self.mode == "max")
+        if self.save_top_k > 0:
+            better_first = better_first[: self.save_top_k]
+        self.best_k_models = {p: old[p] for p in better_first}
+        self.best_model_path = better_first[0] if better_first else ""
+        self.best_model_score = old[better_first[0]] if better_first else None
+        if better_first and len(better_first) == self.save_top_k:  # full: the worst goes next
+            self.kth_best_model_path, self.kth_value = better_first[-1], old[better_first[-1]]
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_start(trainer, pl_module)
+        # restored here, after the sanity check and every setup hook, right before the first training step: the
+        # same point of the random streams as when the checkpoint was written
+        if self._rng_to_restore is not None:
+            set_rng_states(self._rng_to_restore)
+            self._rng_to_restore = None

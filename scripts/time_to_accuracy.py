@@ -1,0 +1,64 @@
+"""Per-epoch test accuracy of a train.py run made with report.test_each_epoch=true, with the seconds from launch
+at which each epoch's test pass was logged, and the first epochs reaching 94% and 95% (reporting only: the run's
+checkpoint was chosen on validation).
+
+    python scripts/time_to_accuracy.py outputs/final/resnet_s0 [outputs/final/resnet_short_s0 ...]
+
+Launch time: `<run>/launched_at` (written by scripts/run_resnet_finals.sh), else the first TensorBoard event.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+
+def scalars(run_dir: Path, tag: str) -> list[tuple[float, float]]:
+    """[(wall_time, value)] of one scalar over all TensorBoard event files of the run, in order."""
+    out = []
+    for f in sorted((run_dir / "tensorboard").rglob("events.out.tfevents.*")):
+        acc = EventAccumulator(str(f), size_guidance={"scalars": 0})
+        acc.Reload()
+        if tag in acc.Tags()["scalars"]:
+            out += [(e.wall_time, e.value) for e in acc.Scalars(tag)]
+    return sorted(out)
+
+
+def summarise(run_dir: Path, targets: tuple[float, ...] = (0.94, 0.95)) -> None:
+    test = scalars(run_dir, "test_each_epoch/acc")
+    val = scalars(run_dir, "val/acc")
+    launched = run_dir / "launched_at"
+    t0 = float(launched.read_text()) if launched.is_file() else min(t for t, _ in test + val)
+    print(f"## {run_dir}")
+    print("| epoch | s from launch | val acc | test acc |\n|---|---|---|---|")
+    for i, (t, acc) in enumerate(test):
+        v = f"{val[i][1]:.4f}" if i < len(val) else ""
+        print(f"| {i} | {t - t0:.0f} | {v} | {acc:.4f} |")
+    for target in targets:
+        hit = next(((i, t - t0) for i, (t, a) in enumerate(test) if a >= target), None)
+        print(
+            f"first epoch with test acc >= {target:.0%}: "
+            + (f"epoch {hit[0]} at {hit[1]:.0f} s" if hit else "never")
+        )
+    m = run_dir / "metrics.json"
+    if m.is_file():
+        d = json.loads(m.read_text())
+        print(
+            f"final: test_acc {d['test_acc']:.4f} (best val epoch {d['best_epoch']}, val {d['val_acc_best']:.4f}), "
+            f"wall {d['wall_seconds']:.0f} s, {d['device']}, {d['precision']}"
+        )
+    print()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("runs", nargs="+", type=Path)
+    for run_dir in ap.parse_args().runs:
+        summarise(run_dir)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,187 @@
+"""The ResNet recipe (issue 11): random erasing, EMA of the weights, flip TTA, experiment=resnet end to end."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import pytest
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from fmnist_lit import data as D
+from fmnist_lit.evaluate import evaluate
+from fmnist_lit.module import LitClassifier
+from fmnist_lit.train import run
+from tests.conftest import compose_cfg, make_datamodule
+from tests.test_report import eval_cfg
+from tests.test_train import train_cli
+
+LO, HI = (0 - D.MEAN) / D.STD, (1 - D.MEAN) / D.STD  # the normalised pixel range
+
+
+def batch(n: int = 64, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return D.normalize_uint8(torch.randint(0, 256, (n, 28, 28), dtype=torch.uint8, generator=g))
+
+
+def test_augment_keeps_shape_dtype_and_range():
+    x = batch()
+    for kw in ({"pad": 2, "flip": True, "erase": 1.0}, {"pad": 0, "flip": False, "erase": 0.5}):
+        out = D.augment(x, **kw)
+        assert out.shape == x.shape and out.dtype == x.dtype
+        assert out.min() >= LO - 1e-6 and out.max() <= HI + 1e-6
+
+
+def test_erasing_is_one_rectangle_inside_the_image():
+    x = torch.full((256, 1, 28, 28), float("nan"))  # any erased pixel becomes a number
+    torch.manual_seed(0)
+    out = D.random_erase(x, p=1.0)
+    areas = []
+    for img in out[:, 0]:
+        rows, cols = (~img.isnan()).nonzero(as_tuple=True)
+        assert len(rows) > 0  # p=1: every image erased
+        r0, r1, c0, c1 = rows.min(), rows.max(), cols.min(), cols.max()
+        assert 0 <= r0 <= r1 < 28 and 0 <= c0 <= c1 < 28
+        assert len(rows) == (r1 - r0 + 1) * (c1 - c0 + 1)  # a filled rectangle
+        areas.append(len(rows) / 784)
+        h, w = int(r1 - r0 + 1), int(c1 - c0 + 1)
+        assert h / w <= 1 / 0.3 + 1 and w / h <= 1 / 0.3 + 1  # aspect within [0.3, 1/0.3] up to rounding
+    assert 0.01 <= min(areas) and max(areas) <= 0.45  # scale (0.02, 0.4) of the image, up to rounding
+    assert torch.isnan(D.random_erase(x, p=0.0)).all()  # p=0: nothing erased
+    share = (~torch.isnan(D.random_erase(x, p=0.5)).flatten(1)).any(1).float().mean()
+    assert 0.35 < share < 0.65
+
+
+def test_per_batch_augmentation_is_reproducible_under_a_seed():
+    x = batch()
+    outs = []
+    for _ in range(2):
+        torch.manual_seed(123)
+        outs.append(D.augment(x, pad=2, flip=True, erase=0.5))
+    assert torch.equal(*outs)
+    torch.manual_seed(124)
+    assert not torch.equal(outs[0], D.augment(x, pad=2, flip=True, erase=0.5))
+
+
+def test_augmentation_only_in_training(tmp_path, tiny_root):
+    dm = make_datamodule(
+        tiny_root, tmp_path, augment_pad=2, augment_flip=True, augment_erase=1.0, channels_last=False
+    )
+    raw = torch.randint(0, 256, (32, 28, 28), dtype=torch.uint8)
+    y = torch.zeros(32, dtype=torch.long)
+    want = D.normalize_uint8(raw)
+    for trainer in (None, SimpleNamespace(training=False)):  # no trainer, or validate/test/predict
+        dm.trainer = trainer
+        assert torch.equal(dm.on_after_batch_transfer((raw, y), 0)[0], want)
+    dm.trainer = SimpleNamespace(training=True)
+    assert not torch.equal(dm.on_after_batch_transfer((raw, y), 0)[0], want)
+
+
+def test_flip_tta_is_the_mean_of_two_passes_and_off_by_default():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10))
+    x = batch(8)
+    kw = {
+        "optimizer": None,
+        "scheduler": None,
+        "label_smoothing": 0.0,
+        "compile": False,
+        "channels_last": False,
+    }
+    plain = LitClassifier(net, **kw).eval()
+    assert torch.equal(plain.eval_logits(x), net(x))  # off by default
+    tta = LitClassifier(net, **kw, tta_flip=True).eval()
+    assert torch.allclose(tta.eval_logits(x), (net(x) + net(x.flip(3))) / 2)
+    assert not torch.allclose(tta.eval_logits(x), net(x))
+    y = torch.zeros(8, dtype=torch.long)
+    assert torch.equal(tta._step((x, y))[1], tta.eval_logits(x))  # validation/test use it
+    assert torch.equal(tta._step((x, y), train=True)[1], net(x))  # training does not
+
+
+def test_recipe_is_off_by_default(tmp_path, tiny_root):
+    for model in ("mlp", "simple_cnn", "bn_gap", "fast_cnn", "resnet"):
+        cfg = compose_cfg(tmp_path, tiny_root, [f"model={model}"])
+        assert cfg.model.tta_flip is False and cfg.data.augment_erase == 0.0 and cfg.callbacks.ema is None
+        assert instantiate(cfg.model).hparams.tta_flip is False
+
+
+TINY_RESNET = ["model.net.widths=[8,8,16]", "model.net.blocks=1"]
+
+
+@pytest.fixture(scope="module")
+def ema_run(tmp_path_factory, tiny_root):
+    d = tmp_path_factory.mktemp("ema")
+    cfg = compose_cfg(
+        d,
+        tiny_root,
+        [
+            "experiment=resnet",
+            *TINY_RESNET,
+            "trainer.max_epochs=2",
+            "trainer.precision=32-true",
+            "callbacks.ema.decay=0.9",
+            "logger=csv",
+            "report.enabled=false",
+            "report.test_each_epoch=true",
+        ],
+    )
+    return d, run(cfg)
+
+
+def test_checkpoint_holds_the_averaged_weights_and_buffers(ema_run):
+    _, m = ema_run
+    ckpt = torch.load(m["best_checkpoint"], map_location="cpu", weights_only=True)
+    avg, raw = ckpt["state_dict"], ckpt["current_model_state"]
+    assert avg.keys() == raw.keys()
+    differ = {k for k in avg if avg[k].is_floating_point() and not torch.equal(avg[k], raw[k])}
+    assert "net.stem.weight" in differ and "net.head.5.weight" in differ  # parameters
+    assert (
+        "net.head.0.running_mean" in differ and "net.head.0.running_var" in differ
+    )  # BN buffers averaged too
+
+
+def test_eval_and_test_each_epoch_see_the_averaged_weights(ema_run, tmp_path, tiny_root):
+    run_dir, m = ema_run
+    e = evaluate(eval_cfg(tmp_path, tiny_root, m["best_checkpoint"]))  # rebuilt from state_dict (the average)
+    assert e["test_acc"] == m["test_acc"] and e["test_loss"] == pytest.approx(float(m["test_loss"]), abs=1e-6)
+    # (best_epoch counts from 1, the CSV logger from 0) the per-epoch test pass of the best epoch ran with the same (averaged) weights as the final test
+    rows = [r.split(",") for r in (run_dir / "csv" / "metrics.csv").read_text().splitlines()]
+    head = rows[0]
+    per_epoch = {
+        int(r[head.index("epoch")]): float(r[head.index("test_each_epoch/loss")])
+        for r in rows[1:]
+        if r[head.index("test_each_epoch/loss")]
+    }
+    assert per_epoch[m["best_epoch"] - 1] == pytest.approx(float(m["test_loss"]), abs=1e-5)
+    # and the raw weights give another loss: the check above can fail
+    ckpt = torch.load(m["best_checkpoint"], map_location="cpu", weights_only=True)
+    model = instantiate(OmegaConf.load(run_dir / "config.yaml").model)
+    model.load_state_dict(ckpt["current_model_state"])
+    dm = make_datamodule(tiny_root, tmp_path / "dm")
+    dm.setup()
+    with torch.no_grad():
+        raw_loss = torch.nn.functional.cross_entropy(
+            model.eval().eval_logits(D.normalize_uint8(dm.test_x)), dm.test_y
+        )
+    assert abs(float(raw_loss) - float(m["test_loss"])) > 1e-4
+
+
+@pytest.mark.slow
+def test_experiment_resnet_end_to_end(tmp_path, tiny_root):
+    proc, run_dir = train_cli(
+        tmp_path,
+        tiny_root,
+        "experiment=resnet",
+        *TINY_RESNET,
+        "trainer.max_epochs=2",
+        "trainer.precision=bf16-mixed",
+        "report.test_each_epoch=true",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    m = json.loads((run_dir / "metrics.json").read_text())
+    assert m["model"] == "ResNet" and m["epochs_run"] == 2 and m["precision"] == "bf16-mixed"
+    ckpt = torch.load(m["best_checkpoint"], map_location="cpu", weights_only=True)
+    assert "current_model_state" in ckpt  # EMA on
+    assert (run_dir / "report" / "report.md").is_file()

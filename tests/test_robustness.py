@@ -1,0 +1,74 @@
+"""The corruption sweep (fmnist_lit/robustness.py): deterministic uint8 corruptions, and the report's table."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from fmnist_lit.evaluate import evaluate
+from fmnist_lit.robustness import CORRUPTIONS, _warp, corrupt
+from fmnist_lit.train import run
+from tests.conftest import compose_cfg, make_images
+from tests.test_report import eval_cfg
+
+X = make_images(64, 3)[0]  # uint8 (64, 28, 28)
+
+
+@pytest.mark.parametrize("name", list(CORRUPTIONS))
+def test_corruptions_are_deterministic_uint8_and_grow_with_severity(name):
+    levels = range(1, len(CORRUPTIONS[name][1]) + 1)
+    out = [corrupt(X, name, s) for s in levels]
+    for s, y in zip(levels, out):
+        assert y.dtype == torch.uint8 and y.shape == X.shape
+        assert torch.equal(y, corrupt(X, name, s))  # seeded: the same images every time
+    change = [(y.float() - X.float()).abs().mean() for y in out]
+    assert change[0] > 0.5  # severity 1 already changes the images
+    assert all(a < b for a, b in itertools.pairwise(change)), change  # and each severity more than the last
+
+
+def test_inversion_is_exact():
+    assert torch.equal(corrupt(X, "inversion", 1), 255 - X)
+
+
+def test_integer_shift_moves_pixels_exactly():
+    want = torch.zeros_like(X)
+    want[:, 3:, :26] = X[:, :25, 2:]  # down 3, left 2, zero fill
+    n = len(X)
+    assert torch.equal(_warp(X, torch.zeros(n), torch.full((n,), -2.0), torch.full((n,), 3.0)), want)
+
+
+def test_sweep_in_the_run_report(tmp_path, tiny_root):
+    m = run(
+        compose_cfg(
+            tmp_path, tiny_root, ["model=mlp", "logger=csv", "trainer.max_epochs=1", "report.robustness=true"]
+        )
+    )
+    r = m["robustness"]
+    assert r["clean"] == pytest.approx(m["test_acc"], abs=1e-6)  # the clean pass is the test set
+    assert set(r["accuracy"]) == set(CORRUPTIONS) and len(r["accuracy"]["jpeg"]) == 3
+    assert r["accuracy"]["inversion"]["1"] < r["clean"]
+    page = (tmp_path / "report" / "report.md").read_text()
+    assert (
+        "| corruption | severity 1 | severity 2 | severity 3 |" in page
+        and "![robustness](robustness.png)" in page
+    )
+    assert f"| gaussian noise | {r['accuracy']['gaussian_noise']['1']:.4f} (8) |" in page
+    assert (tmp_path / "report" / "robustness.png").is_file()
+
+
+@pytest.mark.slow
+def test_sweep_through_eval_of_a_run_without_it(tmp_path, tiny_root):
+    m = run(compose_cfg(tmp_path / "run", tiny_root, ["model=mlp", "logger=csv", "trainer.max_epochs=1"]))
+    assert "robustness" not in m and not (tmp_path / "run" / "report" / "robustness.png").exists()
+    assert (
+        "Not computed: add `report.robustness=true`"
+        in (tmp_path / "run" / "report" / "report.md").read_text()
+    )
+    cfg = eval_cfg(tmp_path, tiny_root, m["best_checkpoint"])
+    cfg.report.robustness = True
+    r = evaluate(cfg)["robustness"]
+    assert (
+        set(r["accuracy"]) == set(CORRUPTIONS) and (tmp_path / "out" / "report" / "robustness.png").is_file()
+    )
