@@ -30,6 +30,7 @@ from typing import Any
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from omegaconf import DictConfig, open_dict
 
 from fmnist_lit.leaderboard import find_jobs, write_leaderboard
@@ -55,16 +56,28 @@ def _target(node: Any) -> str:
 
 def record_failure(output_dir: str | Path, exc: BaseException) -> None:
     """`error.txt` in the job folder: one summary line (read by the leaderboard), then the traceback. The first
-    record wins: a DDP job's ranks may fail together, and a job's child process records before its parent."""
+    record wins: a DDP job's ranks fail together, and rank 0 kills the others (and Lightning's watcher kills rank 0
+    when another rank dies). So the file is written whole under a temporary name and hard-linked into place: a rank
+    killed mid-write leaves no empty `error.txt` that would hide the other rank's record."""
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     summary = f"{type(exc).__name__}: {exc}".replace("\n", " ")
+    tmp = out / f".{ERROR_FILE}.{os.getpid()}"
     try:
-        with (out / ERROR_FILE).open("x") as f:
-            f.write(summary + "\n\n" + "".join(traceback.format_exception(exc)))
-    except FileExistsError:
-        pass
+        tmp.write_text(summary + "\n\n" + "".join(traceback.format_exception(exc)))
+        os.link(tmp, out / ERROR_FILE)
+    except FileExistsError:  # recorded already (by another rank, or before the ranks were killed)
+        return
+    finally:
+        tmp.unlink(missing_ok=True)
     log.error("job failed: %s (details in %s)", summary, out / ERROR_FILE)
+
+
+def records_failures() -> bool:
+    """True where a failure is recorded in the job folder rather than ending the process: a multirun job, or a
+    sweep's DDP job run as a child process (`run_job_in_child_process`) and its ranks."""
+    multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    return multirun or SWEEP_JOB_ENV in os.environ
 
 
 def sweeper_wants_exceptions() -> bool:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -31,10 +30,10 @@ from fmnist_lit.cli import CONF_DIR, USER_ERRORS, run_hydra_app, set_threads
 from fmnist_lit.hardware import device_description, resolve_precision
 from fmnist_lit.report import build_metrics, maybe_write_report
 from fmnist_lit.sweep import (
-    SWEEP_JOB_ENV,
     end_child_ranks,
     is_ddp_in_sweep,
     record_failure,
+    records_failures,
     run_job_in_child_process,
     set_job_threads,
     sweeper_wants_exceptions,
@@ -154,18 +153,22 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         if (cfg.get("report") or {}).get("robustness"):
             trust["robustness"] = robustness.sweep(trainer, model, datamodule)
     except BaseException as e:
-        end_child_ranks(
-            trainer, failed=True
-        )  # DDP ranks > 0 would wait for this one in their next collective
-        if (
-            isinstance(e, SystemExit) and trainer.interrupted
-        ):  # Lightning's Ctrl-C: stops cleanly, then exits 1
+        if isinstance(e, SystemExit) and trainer.interrupted:  # Lightning's Ctrl-C: stops cleanly, exits 1
+            end_child_ranks(trainer, failed=True)
             raise KeyboardInterrupt from None
-        if isinstance(
-            e, MisconfigurationException
-        ):  # a setting Lightning refuses once running (monitor typo)
-            raise UserError(" ".join(str(e).split())) from e
-        raise
+        err = e
+        # a setting Lightning refuses once running (a monitor typo): one error line, like any bad setting
+        if isinstance(e, MisconfigurationException):
+            err = UserError(" ".join(str(e).split()))
+            err.__cause__ = e
+        # recorded before the other DDP ranks are killed: their death makes Lightning's watcher kill this rank
+        if isinstance(err, Exception) and records_failures():
+            record_failure(out, err)
+        # DDP ranks > 0 would wait for this one in their next collective
+        end_child_ranks(trainer, failed=True)
+        if err is e:
+            raise
+        raise err from e
     end_child_ranks(trainer, failed=False)
 
     metrics = build_metrics(
@@ -220,7 +223,7 @@ def main(cfg: DictConfig) -> float | None:
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     # a DDP job of a sweep runs as a single run in a child process (sweep.run_job_in_child_process): it records
     # its own failure for the sweep's leaderboard
-    record = multirun or SWEEP_JOB_ENV in os.environ
+    record = records_failures()
     try:
         if multirun:
             START = time.time()  # jobs share one process: each job's wall time starts at the job

@@ -17,8 +17,10 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
 
+from fmnist_lit import sweep as sweep_mod
 from fmnist_lit.cli import CONF_DIR
 from fmnist_lit.leaderboard import find_jobs, group, write_leaderboard
+from fmnist_lit.utils import UserError
 from tests.conftest import ROOT, TINY, write_tiny_root
 
 pytest.importorskip(
@@ -263,3 +265,21 @@ def test_sweep_summary_exits_nonzero_when_every_job_failed(tmp_path):
     SweepSummary(fail_on_error=False).on_multirun_end(
         OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}})
     )
+
+
+def test_a_failure_record_is_whole_or_absent_and_the_first_wins(tmp_path, monkeypatch):
+    # a DDP rank killed while writing (here: interrupted while formatting its traceback) leaves no error.txt, not an
+    # empty one that would hide the other rank's record (CI once lost a monitor typo's message that way)
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sweep_mod.traceback, "format_exception", killed)
+    with pytest.raises(KeyboardInterrupt):
+        sweep_mod.record_failure(tmp_path, RuntimeError("rank 1"))
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.undo()
+
+    sweep_mod.record_failure(tmp_path, UserError("callbacks.model_checkpoint.monitor=val/acuracy"))
+    sweep_mod.record_failure(tmp_path, RuntimeError("rank 0, later"))
+    assert [p.name for p in tmp_path.iterdir()] == ["error.txt"]
+    assert (tmp_path / "error.txt").read_text().startswith("UserError: callbacks.model_checkpoint.monitor=")
