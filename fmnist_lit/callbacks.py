@@ -212,6 +212,16 @@ class FailOnNonFiniteLoss(L.Callback):
             )
 
 
+def ema_with_warmup(decay: float):
+    """avg_fn for torch.optim.swa_utils.AveragedModel: an EMA whose decay ramps up to `decay` (see EMA)."""
+
+    def update(average: torch.Tensor, current: torch.Tensor, n_averaged: torch.Tensor) -> torch.Tensor:
+        d = ((1 + n_averaged) / (10 + n_averaged)).clamp(max=decay).to(average.dtype)  # 0-dim, no host sync
+        return average + (current - average) * (1 - d)
+
+    return update
+
+
 class EMA(EMAWeightAveraging):
     """Lightning's exponential moving average of the weights and BN buffers (`callbacks.ema`).
 
@@ -221,7 +231,16 @@ class EMA(EMAWeightAveraging):
     One change to Lightning's callback: outside fitting, loading a checkpoint keeps its `state_dict` (the average).
     The parent would put `current_model_state` (the raw weights) back into the module whenever an averaged model
     exists, so `trainer.test(ckpt_path=best)` after `fit` would have tested the raw weights.
+
+    `warmup=True`: the decay after n updates is min(decay, (1 + n) / (10 + n)) (TensorFlow's
+    ExponentialMovingAverage with num_updates). With a fixed decay of 0.999 the random initial weights keep a share
+    0.999^n of the average: 27% after 3 epochs of 430 steps, so a short run's first epochs validate at chance.
     """
+
+    def __init__(self, *, decay: float = 0.999, warmup: bool = False, **kwargs: Any) -> None:
+        super().__init__(decay=decay, **kwargs)
+        if warmup:  # AveragedModel calls avg_fn(average, current, n_averaged) per tensor
+            self._kwargs["avg_fn"] = ema_with_warmup(decay)
 
     def on_load_checkpoint(
         self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import math
 from types import SimpleNamespace
 
 import pytest
 import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
+from torch.optim.swa_utils import AveragedModel
 
 from fmnist_lit import data as D
+from fmnist_lit.callbacks import EMA
 from fmnist_lit.evaluate import evaluate
 from fmnist_lit.module import LitClassifier
 from fmnist_lit.train import run
@@ -185,3 +188,24 @@ def test_experiment_resnet_end_to_end(tmp_path, tiny_root):
     ckpt = torch.load(m["best_checkpoint"], map_location="cpu", weights_only=True)
     assert "current_model_state" in ckpt  # EMA on
     assert (run_dir / "report" / "report.md").is_file()
+
+
+def test_ema_warmup_forgets_the_random_start():
+    # the average of a weight that starts at 0 and is 1 from then on: what is left of the start is the product of
+    # the decays, 0.999^300 = 74% with a fixed decay, ~1e-16 with the warm-up (1 + n) / (10 + n)
+    net = torch.nn.Linear(1, 1, bias=False)
+    left = {}
+    for warmup in (False, True):
+        torch.nn.init.zeros_(net.weight)
+        average = AveragedModel(net, use_buffers=True, **EMA(decay=0.999, warmup=warmup)._kwargs)
+        average.update_parameters(net)  # the first update copies the start
+        with torch.no_grad():
+            net.weight.fill_(1.0)
+        for _ in range(300):
+            average.update_parameters(net)
+        left[warmup] = 1 - average.module.weight.item()
+    assert left[False] == pytest.approx(0.999**300, rel=1e-4)
+    assert left[True] == pytest.approx(
+        math.prod((1 + n) / (10 + n) for n in range(1, 301)), abs=3e-7
+    )  # float32
+    assert left[True] < 1e-6
