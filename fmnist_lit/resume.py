@@ -2,8 +2,10 @@
 the run ends with the same weights as one that was never interrupted (same machine).
 
 - AtomicCheckpointIO (trainer.plugins): a checkpoint goes to a temporary file in its own folder, is fsynced and
-  renamed over its name, so `last.ckpt` is always a whole checkpoint, the previous or the new one. Every
-  checkpoint Lightning reads (the resume, the best one to test) is read with `weights_only=True`.
+  renamed over its name, so `last.ckpt` is always a whole checkpoint, the previous or the new one. Ctrl-C during
+  the write is held until the file is whole (torch.save interrupted mid-zip raises a RuntimeError instead of the
+  KeyboardInterrupt, a traceback instead of the resume hint). Every checkpoint Lightning reads (the resume, the
+  best one to test) is read with `weights_only=True`.
 - ResumableCheckpoint (callbacks.model_checkpoint): Lightning's ModelCheckpoint, plus last.ckpt every
   `save_last_every_n_steps` optimiser steps and at every epoch end (Lightning writes it only with a new best),
   the RNG states (torch, CUDA, numpy, python) saved with it and restored when training starts, and the record
@@ -18,7 +20,11 @@ from __future__ import annotations
 
 import os
 import random
+import signal
+import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +34,24 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from fmnist_lit.callbacks import Checkpoint  # `{epoch}` in file names counted from 1
+
+
+@contextmanager
+def ctrl_c_held() -> Iterator[None]:
+    """Hold a Ctrl-C (SIGINT) that arrives inside the block and raise it as KeyboardInterrupt when the block ends
+    normally. Only where Python's own handler is installed, in the main thread (signals are handled there)."""
+    main = threading.current_thread() is threading.main_thread()
+    if not main or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield
+        return
+    held: list[int] = []
+    signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if held:
+        raise KeyboardInterrupt
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -41,16 +65,17 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp")  # same folder: the rename cannot cross file systems
-        with tmp.open("wb") as f:
-            self._dump(checkpoint, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        dir_fd = os.open(path.parent, os.O_RDONLY)  # make the rename itself durable
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        with ctrl_c_held():
+            with tmp.open("wb") as f:
+                self._dump(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+            dir_fd = os.open(path.parent, os.O_RDONLY)  # make the rename itself durable
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
 
     def _dump(self, checkpoint: dict[str, Any], f: Any) -> None:
         torch.save(checkpoint, f)

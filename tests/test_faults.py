@@ -35,7 +35,7 @@ from fmnist_lit.photo import to_fmnist
 from fmnist_lit.train import check_before_writing, run
 from fmnist_lit.utils import UserError, write_json
 from fmnist_lit.validate import check_eval_config, check_train_config
-from tests.conftest import ROOT, TINY, compose_cfg, make_images, write_tiny_root
+from tests.conftest import ROOT, TINY, compose_cfg, make_images, run_script, write_tiny_root
 
 ENV = {**os.environ, "PYTHONWARNINGS": "ignore"}
 NO_GPU = pytest.mark.skipif(
@@ -77,33 +77,9 @@ def assert_one_error_line(proc: subprocess.CompletedProcess, message: str) -> No
     assert len(lines) == 1 and message in lines[0], proc.stderr[-3000:]
 
 
-def cli(
-    script: str,
-    tmp_path: Path,
-    *args: str,
-    timeout: int = 300,
-    patch: str = "",
-    env: dict[str, str] | None = None,
-) -> subprocess.CompletedProcess:
-    """`python <script> args` from tmp_path; `patch`: Python run first in the same process (a fault injected)."""
-    if patch:
-        # the repo first on sys.path, as `python train.py` has it (`-c` would import an installed fmnist_lit)
-        code = (
-            f"import sys\nsys.path.insert(0, {str(ROOT)!r})\n{patch}\nimport runpy\nsys.argv = sys.argv[1:]\n"
-            "runpy.run_path(sys.argv[0], run_name='__main__')"
-        )
-        cmd = [sys.executable, "-c", code, str(ROOT / script), *args]
-    else:
-        cmd = [sys.executable, str(ROOT / script), *args]
-    return subprocess.run(
-        cmd,
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env={**ENV, **(env or {})},
-        timeout=timeout,
-        check=False,
-    )
+def cli(script: str, tmp_path: Path, *args: str, **kw) -> subprocess.CompletedProcess:
+    """`python <script> args` from tmp_path (tests.conftest.run_script)."""
+    return run_script(script, *args, cwd=tmp_path, **kw)
 
 
 def train_cli(tmp_path: Path, root: Path, *overrides: str, run_dir: Path | None = None, **kw):
@@ -561,9 +537,16 @@ def test_ctrl_c_ends_with_the_resume_hint(tmp_path, tiny_root):
         "trainer.max_epochs=1000",
         f"hydra.run.dir={run_dir}",
     ]
-    proc = subprocess.Popen(
-        cmd, cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+    # SIGINT as a terminal's Ctrl-C finds it. A test run from a background job (`make test-slow &`) inherits an
+    # ignored SIGINT, which exec keeps, and Python then installs no KeyboardInterrupt handler (the run would go on
+    # for 1000 epochs); a handled signal is reset to the default by exec, so handle it here while starting the run.
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        proc = subprocess.Popen(
+            cmd, cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+    finally:
+        signal.signal(signal.SIGINT, before)
     last = run_dir / "checkpoints" / "last.ckpt"
     deadline = time.time() + 240
     while not last.exists() and time.time() < deadline and proc.poll() is None:
