@@ -13,6 +13,7 @@ import argparse
 import json
 from pathlib import Path
 
+import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 
@@ -27,7 +28,7 @@ def scalars(run_dir: Path, tag: str) -> list[tuple[float, float]]:
     return sorted(out)
 
 
-def summarise(run_dir: Path, targets: tuple[float, ...] = (0.94, 0.95)) -> None:
+def summarise(run_dir: Path, targets: tuple[float, ...] = (0.94, 0.95)) -> dict | None:
     test = scalars(run_dir, "test_each_epoch/acc")
     val = scalars(run_dir, "val/acc")
     launched = run_dir / "launched_at"
@@ -44,20 +45,33 @@ def summarise(run_dir: Path, targets: tuple[float, ...] = (0.94, 0.95)) -> None:
             + (f"epoch {hit[0]} at {hit[1]:.0f} s" if hit else "never")
         )
     m = run_dir / "metrics.json"
-    if m.is_file():
-        d = json.loads(m.read_text())
+    d = json.loads(m.read_text()) if m.is_file() else None
+    if d:
         print(
             f"final: test_acc {d['test_acc']:.4f} (best val epoch {d['best_epoch']}, val {d['val_acc_best']:.4f}), "
             f"wall {d['wall_seconds']:.0f} s, {d['device']}, {d['precision']}"
         )
     print()
+    return d
+
+
+def mean_std(values: list[float]) -> str:
+    """'mean ± std' (sample std, n - 1), in percent."""
+    t = torch.tensor(values, dtype=torch.float64) * 100
+    return f"{t.mean():.2f} ± {t.std():.2f}%" if len(values) > 1 else f"{t.mean():.2f}%"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("runs", nargs="+", type=Path)
-    for run_dir in ap.parse_args().runs:
-        summarise(run_dir)
+    finished = [d for d in map(summarise, ap.parse_args().runs) if d]
+    if len(finished) > 1:  # the README row: the seeds' mean ± std and the range of wall times
+        walls = sorted(d["wall_seconds"] for d in finished)
+        print(
+            f"{len(finished)} finished runs (seeds {', '.join(str(d['seed']) for d in finished)}): "
+            f"test acc {mean_std([d['test_acc'] for d in finished])}, "
+            f"val acc {mean_std([d['val_acc_best'] for d in finished])}, wall {walls[0]:.0f}-{walls[-1]:.0f} s"
+        )
 
 
 if __name__ == "__main__":

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +17,36 @@ from fmnist_lit.cli import CONF_DIR
 from fmnist_lit.synthetic import make_images, write_tiny_root  # noqa: F401 (tests import make_images)
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_script(
+    script: str,
+    *args: str,
+    cwd: Path | None = None,
+    timeout: int = 300,
+    env: dict[str, str] | None = None,
+    patch: str = "",
+) -> subprocess.CompletedProcess:
+    """`python <script> args` as a user runs it (`script` relative to the repo root), output captured, Python's
+    warnings silenced. `patch`: Python run first in the same process (a fault injected)."""
+    if patch:
+        # the repo first on sys.path, as `python train.py` has it (`-c` would import an installed fmnist_lit)
+        code = (
+            f"import sys\nsys.path.insert(0, {str(ROOT)!r})\n{patch}\nimport runpy\nsys.argv = sys.argv[1:]\n"
+            "runpy.run_path(sys.argv[0], run_name='__main__')"
+        )
+        cmd = [sys.executable, "-c", code, str(ROOT / script), *args]
+    else:
+        cmd = [sys.executable, str(ROOT / script), *args]
+    return subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})},
+        timeout=timeout,
+        check=False,
+    )
 
 
 @pytest.fixture(scope="session")

@@ -2,9 +2,6 @@
 smoke test of the script, not a timing check)."""
 
 import json
-import os
-import subprocess
-import sys
 from types import SimpleNamespace
 
 import pytest
@@ -12,7 +9,7 @@ import torch
 
 from benchmarks import throughput
 from fmnist_lit.hardware import cpu_name
-from tests.conftest import ROOT
+from tests.conftest import ROOT, run_script
 
 
 def test_window_rates_time_full_windows_after_the_warmup():
@@ -108,24 +105,13 @@ def test_step_timer_waits_for_the_gpu_only(monkeypatch):
 @pytest.mark.slow
 def test_throughput_and_time_to_accuracy_on_synthetic_data(tmp_path):
     results = tmp_path / "results.jsonl"
-    script = [sys.executable, str(ROOT / "benchmarks" / "throughput.py"), "--synthetic", "--threads", "1"]
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-    }  # this checkout's package, wherever the venv's install points
+    script = ("benchmarks/throughput.py", "--synthetic", "--threads", "1")
+    env = {"PYTHONPATH": str(ROOT)}  # this checkout's package, wherever the venv's install points
     for args in (
         ["--models", "fast_cnn", "--paths", "a", "b", "c", "e", "--precision", "32-true", "bf16-mixed"],
         ["--tta", "--seeds", "0"],
     ):
-        proc = subprocess.run(
-            [*script, *args, "--results", str(results)],
-            check=False,
-            capture_output=True,
-            text=True,
-            cwd=tmp_path,
-            env=env,
-            timeout=600,
-        )
+        proc = run_script(*script, *args, "--results", str(results), cwd=tmp_path, env=env, timeout=600)
         assert proc.returncode == 0, proc.stderr[-3000:]
     rows = [json.loads(line) for line in results.read_text().splitlines()]
     tput = {(r["path"], r["precision"]): r for r in rows if r["kind"] == "throughput"}

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,7 +17,7 @@ from fmnist_lit.data import CLASSES
 from fmnist_lit.predict import predict
 from fmnist_lit.train import run
 from fmnist_lit.utils import UserError
-from tests.conftest import ROOT, compose_cfg, make_images
+from tests.conftest import compose_cfg, make_images, run_script
 
 RUN = ["model=simple_cnn", "logger=csv", "trainer.max_epochs=1", "seed=0"]
 
@@ -143,42 +141,21 @@ def test_predict_refuses_onnx_files_not_from_export_py(tmp_path):
 @pytest.mark.slow
 def test_cli_export_then_predict(ckpt, tmp_path, tiny_root):
     pytest.importorskip("onnxruntime")
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    cmd = [
-        sys.executable,
-        str(ROOT / "export.py"),
-        f"ckpt_path={ckpt}",
-        "format=onnx",
-        f"data.root={tiny_root}",
-        "threads=1",
-        f"hydra.run.dir={tmp_path / 'exp'}",
-    ]
-    proc = subprocess.run(
-        cmd, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300, check=False
+    args = ("format=onnx", f"data.root={tiny_root}", "threads=1")
+    proc = run_script(
+        "export.py", f"ckpt_path={ckpt}", *args, f"hydra.run.dir={tmp_path / 'exp'}", cwd=tmp_path
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "parity on 200 test images: argmax equal for 200/200" in proc.stdout
     Image.fromarray(make_images(1, 4)[0][0].numpy()).save(tmp_path / "a.png")
-    outs = [
-        subprocess.run(
-            [sys.executable, str(ROOT / "predict.py"), str(m), str(tmp_path / "a.png")],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=300,
-            check=True,
-        ).stdout
-        for m in (ckpt, tmp_path / "exp" / "model.onnx")
-    ]
+    outs = []
+    for model in (ckpt, tmp_path / "exp" / "model.onnx"):
+        proc = run_script("predict.py", str(model), str(tmp_path / "a.png"))
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        outs.append(proc.stdout)
     assert outs[0].split()[1] == outs[1].split()[1]  # the same class
-    proc = subprocess.run(
-        [*cmd[:2], f"ckpt_path={tmp_path / 'none.ckpt'}", f"hydra.run.dir={tmp_path / 'e2'}"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=env,
-        timeout=300,
-        check=False,
+    proc = run_script(
+        "export.py", f"ckpt_path={tmp_path / 'none.ckpt'}", f"hydra.run.dir={tmp_path / 'e2'}", cwd=tmp_path
     )
     assert (
         proc.returncode == 2

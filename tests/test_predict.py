@@ -1,8 +1,6 @@
 """predict.py on images written from the (synthetic) test set, and on photo-like files made from the real one."""
 
 import csv
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +14,7 @@ from fmnist_lit.data import CLASSES, normalize_uint8
 from fmnist_lit.photo import to_fmnist
 from fmnist_lit.predict import main, predict
 from fmnist_lit.train import run
-from tests.conftest import ROOT, compose_cfg, make_images
+from tests.conftest import ROOT, compose_cfg, make_images, run_script
 
 
 @pytest.fixture(scope="module")
@@ -71,13 +69,7 @@ def test_a_bad_file_does_not_stop_the_others(tmp_path, trained, capsys):
 
 def test_unreadable_file_exits_1_usage_errors_exit_2(tmp_path, trained):
     (tmp_path / "bad.png").write_text("not an image")
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "predict.py"), trained, str(tmp_path / "bad.png")],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    proc = run_script("predict.py", trained, str(tmp_path / "bad.png"), timeout=120)
     assert (
         proc.returncode == 1
         and "bad.png: not a readable image" in proc.stderr

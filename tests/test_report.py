@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import matplotlib.image as mpimg
@@ -17,7 +15,7 @@ from fmnist_lit.evaluate import evaluate
 from fmnist_lit.report import classification_report
 from fmnist_lit.train import run
 from fmnist_lit.utils import UserError
-from tests.conftest import ROOT, compose_cfg
+from tests.conftest import compose_cfg, run_script
 
 REPORT_FILES = [
     "confusion_matrix.png",
@@ -152,11 +150,7 @@ def test_classification_report_matches_hand_computation():
 
 
 def eval_cli(tmp_path: Path, root: Path, *args: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, str(ROOT / "eval.py"), f"data.root={root}", "threads=1", *args]
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    return subprocess.run(
-        cmd, check=False, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300
-    )
+    return run_script("eval.py", f"data.root={root}", "threads=1", *args, cwd=tmp_path)
 
 
 def test_eval_reproduces_test_accuracy(runs, tmp_path, tiny_root):

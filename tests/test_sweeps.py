@@ -7,7 +7,6 @@ import csv
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,7 @@ from fmnist_lit import sweep as sweep_mod
 from fmnist_lit.cli import CONF_DIR
 from fmnist_lit.leaderboard import find_jobs, group, write_leaderboard
 from fmnist_lit.utils import UserError
-from tests.conftest import ROOT, TINY, write_tiny_root
+from tests.conftest import TINY, run_script, write_tiny_root
 
 pytest.importorskip(
     "hydra_plugins.hydra_optuna_sweeper", reason="install the sweep extra: pip install -e '.[sweep]'"
@@ -38,20 +37,8 @@ def multirun(
     tmp_path: Path, root: Path, *overrides: str, timeout: int = 300
 ) -> tuple[subprocess.CompletedProcess, Path]:
     sweep_dir = tmp_path / "sweep"
-    cmd = [
-        sys.executable,
-        str(ROOT / "train.py"),
-        "-m",
-        f"data.root={root}",
-        *TINY,
-        "logger=csv",
-        f"hydra.sweep.dir={sweep_dir}",
-        *overrides,
-    ]
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    return subprocess.run(
-        cmd, check=False, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=timeout
-    ), sweep_dir
+    args = ("-m", f"data.root={root}", *TINY, "logger=csv", f"hydra.sweep.dir={sweep_dir}", *overrides)
+    return run_script("train.py", *args, cwd=tmp_path, timeout=timeout), sweep_dir
 
 
 def metrics(job: Path) -> dict:
@@ -75,12 +62,7 @@ def test_multirun_survives_a_failed_job_and_builds_the_leaderboard(tmp_path, tin
 
     # the script gives the same tables, and says (exit 1) that a job failed
     md_before = md
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "leaderboard.py"), str(sweep)],
-        check=False,
-        capture_output=True,
-        text=True,
-    )
+    proc = run_script("scripts/leaderboard.py", str(sweep))
     assert proc.returncode == 1 and (sweep / "leaderboard.md").read_text() == md_before
 
 
@@ -173,9 +155,8 @@ def test_optuna_three_trials_and_a_diverging_one_is_not_fatal(tmp_path, tiny_roo
 @pytest.mark.slow
 def test_ddp_two_cpu_processes_match_one_process(tmp_path, odd_root):
     run_dir = tmp_path / "ddp"
-    cmd = [
-        sys.executable,
-        str(ROOT / "train.py"),
+    proc = run_script(
+        "train.py",
         f"data.root={odd_root}",
         *TINY,
         "logger=csv",
@@ -185,15 +166,7 @@ def test_ddp_two_cpu_processes_match_one_process(tmp_path, odd_root):
         "trainer.accelerator=cpu",
         "trainer.limit_train_batches=3",
         f"hydra.run.dir={run_dir}",
-    ]
-    proc = subprocess.run(
-        cmd,
-        check=False,
-        capture_output=True,
-        text=True,
         cwd=tmp_path,
-        timeout=300,
-        env={**os.environ, "PYTHONWARNINGS": "ignore"},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     m = metrics(run_dir)

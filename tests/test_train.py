@@ -1,9 +1,6 @@
 """End to end: train.py in a subprocess on tiny synthetic data, resume, and one-line CLI errors."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,23 +8,13 @@ import torch
 
 from fmnist_lit.train import run
 from fmnist_lit.utils import UserError
-from tests.conftest import ROOT, TINY, compose_cfg
+from tests.conftest import TINY, compose_cfg, run_script
 
 
 def train_cli(tmp_path: Path, root: Path, *overrides: str, run_dir: Path | None = None):
     run_dir = run_dir or tmp_path / "run"
-    cmd = [
-        sys.executable,
-        str(ROOT / "train.py"),
-        f"data.root={root}",
-        *TINY,
-        f"hydra.run.dir={run_dir}",
-        *overrides,
-    ]
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    return subprocess.run(
-        cmd, check=False, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300
-    ), run_dir
+    overrides = (f"data.root={root}", *TINY, f"hydra.run.dir={run_dir}", *overrides)
+    return run_script("train.py", *overrides, cwd=tmp_path), run_dir
 
 
 @pytest.mark.slow

@@ -9,7 +9,6 @@ import os
 import pickle
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,7 @@ from fmnist_lit.checkpoint import read_checkpoint, run_config
 from fmnist_lit.resume import AtomicCheckpointIO
 from fmnist_lit.train import run
 from fmnist_lit.utils import UserError
-from tests.conftest import ROOT, TINY, compose_cfg
+from tests.conftest import TINY, compose_cfg, run_script
 
 
 class Payload:
@@ -198,14 +197,7 @@ def test_train_ckpt_path_refuses_bad_files_with_one_line(tmp_path, tiny_root, ml
 
 
 def cli(script: str, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(ROOT / script), *args],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})},
-    )
+    return run_script(script, *args, env=env)
 
 
 def assert_one_error_line(proc: subprocess.CompletedProcess, what: str) -> None:
