@@ -16,7 +16,8 @@ RUNS=("$@")
 for spec in "${RUNS[@]}"; do
     exp=${spec%%:*} seed=${spec##*:}
     dir=outputs/final/${exp}_s${seed}
-    if [ -e "$dir/metrics.json" ]; then echo "$dir: done already, skipped"; continue; fi
+    # never into an existing folder: a finished run, one still running, or a crashed one (resume it by hand)
+    if [ -e "$dir" ]; then echo "$dir exists (finished, running or crashed: see its stdout.log): skipped"; continue; fi
     mkdir -p "$dir"
     date +%s.%N > "$dir/launched_at"
     $PY train.py experiment="$exp" seed="$seed" threads="$THREADS" report.test_each_epoch=true \

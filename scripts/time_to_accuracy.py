@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
+import sys
 from pathlib import Path
 
-import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 
@@ -32,6 +33,10 @@ def summarise(run_dir: Path, targets: tuple[float, ...] = (0.94, 0.95)) -> dict 
     test = scalars(run_dir, "test_each_epoch/acc")
     val = scalars(run_dir, "val/acc")
     launched = run_dir / "launched_at"
+    if not test and not launched.is_file():
+        msg = f"{run_dir}: no test_each_epoch/acc in its tensorboard/ (run with report.test_each_epoch=true)"
+        print(f"error: {msg}", file=sys.stderr)
+        raise SystemExit(2)
     t0 = float(launched.read_text()) if launched.is_file() else min(t for t, _ in test + val)
     print(f"## {run_dir}")
     print("| epoch | s from launch | val acc | test acc |\n|---|---|---|---|")
@@ -56,9 +61,9 @@ def summarise(run_dir: Path, targets: tuple[float, ...] = (0.94, 0.95)) -> dict 
 
 
 def mean_std(values: list[float]) -> str:
-    """'mean ± std' (sample std, n - 1), in percent."""
-    t = torch.tensor(values, dtype=torch.float64) * 100
-    return f"{t.mean():.2f} ± {t.std():.2f}%" if len(values) > 1 else f"{t.mean():.2f}%"
+    """'mean ± std' in percent (sample std, n - 1, as the leaderboard's)."""
+    pct = [100 * v for v in values]
+    return f"{statistics.fmean(pct):.2f} ± {statistics.stdev(pct):.2f}%"
 
 
 def main() -> None:
