@@ -42,12 +42,12 @@ def summarise(run_dir: Path, targets: tuple[float, ...] = (0.94, 0.95)) -> dict 
     print("| epoch | s from launch | val acc | test acc |\n|---|---|---|---|")
     for i, (t, acc) in enumerate(test):
         v = f"{val[i][1]:.4f}" if i < len(val) else ""
-        print(f"| {i} | {t - t0:.0f} | {v} | {acc:.4f} |")
+        print(f"| {i + 1} | {t - t0:.0f} | {v} | {acc:.4f} |")  # epochs from 1, as in checkpoint names
     for target in targets:
         hit = next(((i, t - t0) for i, (t, a) in enumerate(test) if a >= target), None)
         print(
             f"first epoch with test acc >= {target:.0%}: "
-            + (f"epoch {hit[0]} at {hit[1]:.0f} s" if hit else "never")
+            + (f"epoch {hit[0] + 1} at {hit[1]:.0f} s" if hit else "never")
         )
     m = run_dir / "metrics.json"
     d = json.loads(m.read_text()) if m.is_file() else None
