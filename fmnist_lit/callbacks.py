@@ -212,12 +212,23 @@ class FailOnNonFiniteLoss(L.Callback):
             )
 
 
-def ema_with_warmup(decay: float):
-    """avg_fn for torch.optim.swa_utils.AveragedModel: an EMA whose decay ramps up to `decay` (see EMA)."""
+def ema_update(decay: float, warmup: bool = False):
+    """multi_avg_fn for torch.optim.swa_utils.AveragedModel: the EMA step over all tensors of one dtype at once (one
+    to three foreach kernels per step; Lightning's default avg_fn runs ~4 ops per tensor, ~170 tensors for ResNet-20).
+    `warmup`: the decay after n updates is min(decay, (1 + n) / (10 + n)) (see EMA)."""
 
-    def update(average: torch.Tensor, current: torch.Tensor, n_averaged: torch.Tensor) -> torch.Tensor:
-        d = ((1 + n_averaged) / (10 + n_averaged)).clamp(max=decay).to(average.dtype)  # 0-dim, no host sync
-        return average + (current - average) * (1 - d)
+    @torch.no_grad()
+    def update(averages: list[torch.Tensor], currents: list[torch.Tensor], n_averaged: torch.Tensor) -> None:
+        # integer buffers (BatchNorm's num_batches_tracked) are counts: copied
+        if not torch.is_floating_point(averages[0]):
+            torch._foreach_copy_(averages, currents)
+        elif not warmup:  # average += (current - average) * (1 - decay)
+            torch._foreach_lerp_(averages, currents, 1 - decay)
+        else:  # n_averaged is on the tensors' device: the weight stays a 0-dim tensor there (no host sync)
+            w = (1 - ((1 + n_averaged) / (10 + n_averaged)).clamp(max=decay)).to(averages[0].dtype)
+            delta = torch._foreach_sub(currents, averages)
+            torch._foreach_mul_(delta, w)
+            torch._foreach_add_(averages, delta)
 
     return update
 
@@ -239,8 +250,8 @@ class EMA(EMAWeightAveraging):
 
     def __init__(self, *, decay: float = 0.999, warmup: bool = False, **kwargs: Any) -> None:
         super().__init__(decay=decay, **kwargs)
-        if warmup:  # AveragedModel calls avg_fn(average, current, n_averaged) per tensor
-            self._kwargs["avg_fn"] = ema_with_warmup(decay)
+        # AveragedModel calls multi_avg_fn once per (device, dtype) group of tensors (avg_fn: once per tensor)
+        self._kwargs.update(avg_fn=None, multi_avg_fn=ema_update(decay, warmup))
 
     def on_load_checkpoint(
         self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]

@@ -126,8 +126,8 @@ class CheckBeforeWriting(Callback):
     writes `.hydra/` into it before the task starts, so checks made by the task come too late to leave a refused
     run folder untouched. This runs `check(cfg, run_dir)` (the entry point's: output folder and settings) first.
 
-    A multirun is refused when its sweep folder already holds something: its leaderboard would mix the old jobs
-    with the new ones (job folders are numbered from 0 again)."""
+    A multirun is refused when its sweep folder already holds a job or a leaderboard: its leaderboard would mix the
+    old jobs with the new ones (job folders are numbered from 0 again)."""
 
     def __init__(self, check: str) -> None:
         self.check = check
@@ -142,7 +142,9 @@ class CheckBeforeWriting(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         sweep = Path(str(config.hydra.sweep.dir))
-        if sweep.is_dir() and any(sweep.iterdir()):
+        # Hydra's multirun.yaml alone records a sweep whose first job never started (e.g. a typo in an override
+        # that only job composition sees): nothing to protect, so the corrected command may reuse the folder
+        if sweep.is_dir() and any(p.name != "multirun.yaml" for p in sweep.iterdir()):
             fail(
                 f"hydra.sweep.dir={sweep} already holds a sweep: a second one would mix its jobs and leaderboard "
                 "with the first; choose a new hydra.sweep.dir"

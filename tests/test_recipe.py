@@ -209,3 +209,31 @@ def test_ema_warmup_forgets_the_random_start():
         math.prod((1 + n) / (10 + n) for n in range(1, 301)), abs=3e-7
     )  # float32
     assert left[True] < 1e-6
+
+
+@pytest.mark.parametrize("warmup", [False, True])
+def test_ema_update_matches_the_per_tensor_formula(warmup):
+    # a net with BatchNorm: float parameters and buffers, and an integer buffer (num_batches_tracked)
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Flatten(), torch.nn.LazyLinear(2)
+    )
+    net(torch.randn(2, 1, 5, 5))
+    average = AveragedModel(net, use_buffers=True, **EMA(decay=0.9, warmup=warmup)._kwargs)
+    expected = {k: v.clone() for k, v in net.state_dict().items()}
+    average.update_parameters(net)  # the first update copies
+    for n in range(1, 4):
+        net.train()(torch.randn(8, 1, 5, 5))  # moves the BN buffers and counts a batch
+        with torch.no_grad():
+            for p in net.parameters():
+                p.add_(torch.randn_like(p))
+        d = min(0.9, (1 + n) / (10 + n)) if warmup else 0.9
+        for k, v in net.state_dict().items():
+            expected[k] = (
+                v.clone() if not v.is_floating_point() else expected[k] + (v - expected[k]) * (1 - d)
+            )
+        average.update_parameters(net)
+    got = average.module.state_dict()
+    for k, v in expected.items():
+        torch.testing.assert_close(got[k], v, rtol=1e-5, atol=1e-6, msg=k)
+    assert got["1.num_batches_tracked"] == net[1].num_batches_tracked == 4  # the lazy-init pass counted too
