@@ -53,7 +53,12 @@ def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
         if name == "model_checkpoint" and cfg.data.val_size == 0:
             # nothing to select on: keep only last.ckpt, and test the final weights
             cb_cfg = OmegaConf.merge(cb_cfg, {"monitor": None, "save_top_k": 0})
-        cbs.append(instantiate(cb_cfg))
+        try:
+            cbs.append(instantiate(cb_cfg))
+        except InstantiationException as e:  # a callback refusing a value (e.g. callbacks.ema.decay=1.5)
+            if isinstance(e.__cause__, (TypeError, ValueError)):
+                raise UserError(f"callbacks.{name}: {' '.join(str(e.__cause__).split())}") from e
+            raise
     return cbs
 
 

@@ -9,6 +9,7 @@ from hydra.utils import instantiate
 
 from fmnist_lit.cli import CONF_DIR
 from fmnist_lit.train import build_callbacks, build_loggers
+from fmnist_lit.utils import UserError
 from tests.conftest import compose_cfg
 
 CONF = Path(CONF_DIR)
@@ -38,6 +39,13 @@ def test_config_instantiates(tmp_path, tiny_root, overrides):
     for cb in build_callbacks(cfg):
         assert isinstance(cb, L.Callback)
     build_loggers(cfg)
+
+
+def test_a_callback_refusing_a_value_is_a_user_error(tmp_path, tiny_root):
+    # Lightning's EMA raises ValueError, which Hydra wraps: train.py's `error:` line names the callback
+    cfg = compose_cfg(tmp_path, tiny_root, ["experiment=resnet", "callbacks.ema.decay=1.5"])
+    with pytest.raises(UserError, match=r"^callbacks\.ema: Invalid decay value 1\.5"):
+        build_callbacks(cfg)
 
 
 def test_gpu_trainer_composes(tmp_path, tiny_root):
