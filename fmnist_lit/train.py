@@ -45,6 +45,15 @@ log = logging.getLogger(__name__)
 START = fmnist_lit.STARTED  # metrics.json's wall_seconds: from process start, imports included
 
 
+def build_callback(name: str, cb_cfg: Any) -> L.Callback:
+    try:
+        return instantiate(cb_cfg)
+    except InstantiationException as e:  # a callback refusing a value (e.g. callbacks.ema.decay=1.5)
+        if isinstance(e.__cause__, (TypeError, ValueError)):
+            raise UserError(f"callbacks.{name}: {' '.join(str(e.__cause__).split())}") from e
+        raise
+
+
 def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
     cbs = []
     for name, cb_cfg in (cfg.get("callbacks") or {}).items():
@@ -53,13 +62,21 @@ def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
         if name == "model_checkpoint" and cfg.data.val_size == 0:
             # nothing to select on: keep only last.ckpt, and test the final weights
             cb_cfg = OmegaConf.merge(cb_cfg, {"monitor": None, "save_top_k": 0})
-        try:
-            cbs.append(instantiate(cb_cfg))
-        except InstantiationException as e:  # a callback refusing a value (e.g. callbacks.ema.decay=1.5)
-            if isinstance(e.__cause__, (TypeError, ValueError)):
-                raise UserError(f"callbacks.{name}: {' '.join(str(e.__cause__).split())}") from e
-            raise
+        cbs.append(build_callback(name, cb_cfg))
     return cbs
+
+
+def check_callbacks(cfg: DictConfig) -> None:
+    """Builds the callbacks whose settings are plain values (EMA, early stopping, ...), so that one refusing a value
+    fails before Hydra makes the run folder. Those with interpolations (checkpoint folder, report's hparams) need
+    the run's resolved config and are built by the run itself; so is anything failing other than by refusal."""
+    plain = OmegaConf.to_container(cfg.callbacks, resolve=False) if cfg.get("callbacks") else {}
+    for name, cb_cfg in plain.items():
+        if isinstance(cb_cfg, dict) and "${" not in str(cb_cfg):
+            try:
+                build_callback(name, cb_cfg)
+            except InstantiationException:  # e.g. a _target_ typo: the run reports it, as before
+                pass
 
 
 def cut_short(trainer_cfg: DictConfig) -> dict[str, Any]:
@@ -111,6 +128,7 @@ def check_before_writing(cfg: DictConfig, out: Path) -> None:
     """Called by cli.CheckBeforeWriting before Hydra writes into the run folder."""
     check_run_folder(out)
     check_train_config(cfg, resolved=False)
+    check_callbacks(cfg)
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:

@@ -385,6 +385,20 @@ def test_existing_run_folder_is_refused_before_writing(tmp_path, tiny_root):
         check_before_writing(compose_cfg(tmp_path, tiny_root), tmp_path)
 
 
+def test_a_callback_refusing_a_value_is_refused_before_writing(tmp_path, tiny_root):
+    cfg = compose_cfg(tmp_path / "run", tiny_root, ["experiment=resnet", "callbacks.ema.decay=1.5"])
+    with pytest.raises(UserError, match=r"^callbacks\.ema: Invalid decay value 1\.5"):
+        check_before_writing(cfg, tmp_path / "run")
+    check_before_writing(compose_cfg(tmp_path / "run", tiny_root, ["experiment=resnet"]), tmp_path / "run")
+
+
+@pytest.mark.slow
+def test_a_callback_refusing_a_value_cli_writes_nothing(tmp_path, tiny_root):
+    proc, run_dir = train_cli(tmp_path, tiny_root, "experiment=resnet", "callbacks.ema.decay=1.5")
+    assert_one_error_line(proc, "callbacks.ema: Invalid decay value 1.5")
+    assert not run_dir.exists()  # before: the run folder was left holding train.log
+
+
 @pytest.mark.slow
 def test_rerun_into_a_run_folder_changes_nothing(tmp_path, tiny_root):
     proc, run_dir = train_cli(tmp_path, tiny_root)
