@@ -2,6 +2,7 @@
 batches, channels_last, bf16 autocast vs fp32. Used to size conf/experiment/resnet*.yaml (docs/RESULTS_resnet.md).
 
     python scripts/resnet_speed.py --sizes 16,32,64x3 32,64,128x1 32,64,128x2 --precision bf16 fp32
+    python scripts/resnet_speed.py --sizes 16,32,64x3 --precision bf16 --compile   # eager, then torch.compile
 """
 
 from __future__ import annotations
@@ -14,17 +15,22 @@ import torch
 from fmnist_lit.models import ResNet
 
 
-def images_per_second(widths: list[int], blocks: int, bf16: bool, batch: int, steps: int) -> float:
+def images_per_second(
+    widths: list[int], blocks: int, bf16: bool, batch: int, steps: int, compiled: bool = False
+) -> float:
     torch.manual_seed(0)
     net = ResNet(widths, blocks).to(memory_format=torch.channels_last).train()
     opt = torch.optim.AdamW(net.parameters(), lr=1e-3, fused=True)
+    fwd = (
+        torch.compile(net) if compiled else net
+    )  # what model.compile=true does; compiles in the warm-up steps
     x = torch.randn(batch, 1, 28, 28).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (batch,))
     times = []
-    for i in range(steps + 2):  # two warm-up steps (oneDNN picks and caches kernels)
+    for i in range(steps + 2):  # two warm-up steps (oneDNN picks and caches kernels; torch.compile compiles)
         t = time.perf_counter()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            loss = torch.nn.functional.cross_entropy(net(x).float(), y)
+            loss = torch.nn.functional.cross_entropy(fwd(x).float(), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -45,6 +51,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--compile", action="store_true", help="also time each size under torch.compile")
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -54,11 +61,13 @@ def main() -> None:
         widths = [int(v) for v in w.split(",")]
         params = sum(p.numel() for p in ResNet(widths, int(b)).parameters())
         for p in a.precision:
-            ips = images_per_second(widths, int(b), p == "bf16", a.batch, a.steps)
-            print(
-                f"{size:>14} {params / 1e6:.2f}M {p}: {ips:7.0f} images/s, {55_000 / ips:6.1f} s per 55k epoch",
-                flush=True,
-            )
+            for compiled in (False, True) if a.compile else (False,):
+                ips = images_per_second(widths, int(b), p == "bf16", a.batch, a.steps, compiled)
+                print(
+                    f"{size:>14} {params / 1e6:.2f}M {p}{' compiled' if compiled else ''}: {ips:7.0f} images/s, "
+                    f"{55_000 / ips:6.1f} s per 55k epoch",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":
