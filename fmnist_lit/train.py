@@ -48,8 +48,8 @@ START = fmnist_lit.STARTED  # metrics.json's wall_seconds: from process start, i
 def build_callback(name: str, cb_cfg: Any) -> L.Callback:
     try:
         return instantiate(cb_cfg)
-    except InstantiationException as e:  # a callback refusing a value (e.g. callbacks.ema.decay=1.5)
-        if isinstance(e.__cause__, (TypeError, ValueError)):
+    except InstantiationException as e:  # a callback refusing a value (callbacks.ema.decay=1.5, ...mode=maxx)
+        if isinstance(e.__cause__, (TypeError, ValueError, MisconfigurationException)):
             raise UserError(f"callbacks.{name}: {' '.join(str(e.__cause__).split())}") from e
         raise
 

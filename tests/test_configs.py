@@ -41,10 +41,17 @@ def test_config_instantiates(tmp_path, tiny_root, overrides):
     build_loggers(cfg)
 
 
-def test_a_callback_refusing_a_value_is_a_user_error(tmp_path, tiny_root):
-    # Lightning's EMA raises ValueError, which Hydra wraps: train.py's `error:` line names the callback
-    cfg = compose_cfg(tmp_path, tiny_root, ["experiment=resnet", "callbacks.ema.decay=1.5"])
-    with pytest.raises(UserError, match=r"^callbacks\.ema: Invalid decay value 1\.5"):
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("callbacks.ema.decay=1.5", r"^callbacks\.ema: Invalid decay value 1\.5"),  # Lightning's ValueError
+        ("callbacks.model_checkpoint.mode=maxx", r"^callbacks\.model_checkpoint: `mode` can be min, max"),
+    ],
+)
+def test_a_callback_refusing_a_value_is_a_user_error(tmp_path, tiny_root, override, message):
+    # Hydra wraps the callback's exception: train.py's `error:` line names the callback
+    cfg = compose_cfg(tmp_path, tiny_root, ["experiment=resnet", override])
+    with pytest.raises(UserError, match=message):
         build_callbacks(cfg)
 
 
