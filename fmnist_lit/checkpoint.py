@@ -127,9 +127,15 @@ def check_targets(cfg: DictConfig, where: str) -> DictConfig:
     return OmegaConf.create(plain)
 
 
+def run_dir_of(ckpt_path: str | Path) -> Path:
+    """`<run>/checkpoints/x.ckpt`, or `<run>/checkpoints/every_epoch/x.ckpt` (callbacks=every_epoch) -> `<run>`."""
+    parents = Path(ckpt_path).resolve().parents
+    return parents[2] if parents[1].name == "checkpoints" else parents[1]
+
+
 def run_config(ckpt_path: str | Path) -> tuple[Path, DictConfig]:
-    """`<run>/checkpoints/x.ckpt` -> (`<run>`, the run's config), its targets checked."""
-    run_dir = Path(ckpt_path).resolve().parent.parent
+    """`<run>/checkpoints/[every_epoch/]x.ckpt` -> (`<run>`, the run's config), its targets checked."""
+    run_dir = run_dir_of(ckpt_path)
     cfg_path = run_dir / "config.yaml"
     if not cfg_path.is_file():
         raise UserError(

@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from fmnist_lit import robustness
 from fmnist_lit.calibration import calibrate, stored_temperature
-from fmnist_lit.checkpoint import load_model, read_checkpoint, run_config
+from fmnist_lit.checkpoint import load_model, read_checkpoint, run_config, run_dir_of
 from fmnist_lit.cli import CONF_DIR, exit_on_user_error, set_threads
 from fmnist_lit.hardware import device_description, resolve_precision
 from fmnist_lit.report import build_metrics, load_metrics, maybe_write_report
@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 def check_output_dir(ckpt_path: str | Path, out: Path) -> None:
     """The evaluated run is never written to, nor an earlier evaluation."""
-    out, src = out.resolve(), Path(ckpt_path).resolve().parent.parent  # <run>/checkpoints/x.ckpt -> <run>
+    out, src = out.resolve(), run_dir_of(ckpt_path)
     if (src / "config.yaml").is_file() and (out == src or src in out.parents):
         raise UserError(f"hydra.run.dir={out} is inside the evaluated run {src}: choose another folder")
     if (out / "metrics.json").exists():

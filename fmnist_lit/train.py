@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import sys
@@ -54,29 +55,39 @@ def build_callback(name: str, cb_cfg: Any) -> L.Callback:
         raise
 
 
-def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
-    cbs = []
+def _callback_cfgs(cfg: DictConfig):
+    """(name, settings) of the callbacks switched on (`callbacks.<name>=null` switches one off)."""
     for name, cb_cfg in (cfg.get("callbacks") or {}).items():
-        if cb_cfg is None:  # a callback switched off with `callbacks.<name>=null`
+        if cb_cfg is None:
             continue
         if name == "model_checkpoint" and cfg.data.val_size == 0:
             # nothing to select on: keep only last.ckpt, and test the final weights
             cb_cfg = OmegaConf.merge(cb_cfg, {"monitor": None, "save_top_k": 0})
-        cbs.append(build_callback(name, cb_cfg))
-    return cbs
+        yield name, cb_cfg
 
 
-def check_callbacks(cfg: DictConfig) -> None:
-    """Builds the callbacks whose settings are plain values (EMA, early stopping, ...), so that one refusing a value
-    fails before Hydra makes the run folder. Those with interpolations (checkpoint folder, report's hparams) need
-    the run's resolved config and are built by the run itself; so is anything failing other than by refusal."""
-    plain = OmegaConf.to_container(cfg.callbacks, resolve=False) if cfg.get("callbacks") else {}
-    for name, cb_cfg in plain.items():
-        if isinstance(cb_cfg, dict) and "${" not in str(cb_cfg):
-            try:
-                build_callback(name, cb_cfg)
-            except InstantiationException:  # e.g. a _target_ typo: the run reports it, as before
-                pass
+def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
+    return [build_callback(name, cb_cfg) for name, cb_cfg in _callback_cfgs(cfg)]
+
+
+def check_callbacks(cfg: DictConfig, out: Path) -> None:
+    """Builds the callbacks before Hydra makes the run folder `out`, so that one refusing a value
+    (callbacks.ema.decay=1.5, callbacks.model_checkpoint.mode=maxx) leaves no folder behind. `${paths.output_dir}`
+    resolves to `out` (building a checkpoint callback creates no folder). A callback whose settings need what only
+    the running job knows (Hydra's choices in the report's hparams) is built by the run itself; so is one failing
+    other than by refusal (a `_target_` typo: the run reports it)."""
+    cfg = copy.deepcopy(cfg)  # the caller's config keeps its ${paths.output_dir}
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(out)
+    for name, cb_cfg in _callback_cfgs(cfg):
+        try:
+            settings = OmegaConf.to_container(cb_cfg, resolve=True)
+        except OmegaConfBaseException:  # e.g. ${hydra:runtime.choices.model}: not known before the job starts
+            continue
+        try:
+            build_callback(name, settings)
+        except InstantiationException:
+            pass
 
 
 def cut_short(trainer_cfg: DictConfig) -> dict[str, Any]:
@@ -128,7 +139,7 @@ def check_before_writing(cfg: DictConfig, out: Path) -> None:
     """Called by cli.CheckBeforeWriting before Hydra writes into the run folder."""
     check_run_folder(out)
     check_train_config(cfg, resolved=False)
-    check_callbacks(cfg)
+    check_callbacks(cfg, out)
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:

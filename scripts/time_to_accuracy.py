@@ -1,9 +1,13 @@
-"""Per-epoch test accuracy of a train.py run made with report.test_each_epoch=true, with the seconds from launch
-at which each epoch's test pass was logged, and the first epochs reaching 94% and 95% (reporting only: the run's
-checkpoint was chosen on validation).
+"""Per-epoch test accuracy of a train.py run, with the seconds from launch at which each epoch ended, and the first
+epochs reaching 94% and 95% (reporting only: the run's checkpoint was chosen on validation).
 
     python scripts/time_to_accuracy.py outputs/final/resnet_s0 [outputs/final/resnet_short_s0 ...]
 
+Per-epoch test accuracy, from either
+- a run with callbacks=every_epoch (scripts/run_resnet_finals.sh): each `checkpoints/every_epoch/epochNNN.ckpt` is
+  tested here as eval.py tests (the run's precision and TTA), after the timed run; the epoch's time is the file's
+  modification time. The results are kept in `<run>/test_each_epoch.json` and read from there next time.
+- or a run with report.test_each_epoch=true: the `test_each_epoch/acc` it logged to TensorBoard.
 Launch time: `<run>/launched_at` (written by scripts/run_resnet_finals.sh), else the first TensorBoard event.
 """
 
@@ -15,7 +19,13 @@ import statistics
 import sys
 from pathlib import Path
 
+import lightning as L
+from hydra.utils import instantiate
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from fmnist_lit.checkpoint import load_model, read_checkpoint, run_config
+from fmnist_lit.hardware import resolve_precision
+from fmnist_lit.utils import UserError
 
 
 def scalars(run_dir: Path, tag: str) -> list[tuple[float, float]]:
@@ -29,12 +39,41 @@ def scalars(run_dir: Path, tag: str) -> list[tuple[float, float]]:
     return sorted(out)
 
 
+def checkpoint_test_acc(run_dir: Path) -> list[tuple[float, float]]:
+    """[(mtime, test acc)] of the run's checkpoints/every_epoch/epochNNN.ckpt, in epoch order; [] if it has none."""
+    ckpts = sorted((run_dir / "checkpoints" / "every_epoch").glob("epoch*.ckpt"))
+    cache = run_dir / "test_each_epoch.json"
+    done = {r["file"]: r for r in json.loads(cache.read_text())} if cache.is_file() else {}
+    if ckpts and any(c.name not in done for c in ckpts):
+        _, cfg = run_config(ckpts[0])
+        dm = instantiate(cfg.data)
+        trainer = L.Trainer(
+            accelerator="cpu",
+            precision=resolve_precision(cfg.trainer.get("precision", "auto"), "cpu"),
+            logger=False,
+            enable_checkpointing=False,
+            enable_model_summary=False,
+            enable_progress_bar=False,
+        )
+        for c in ckpts:
+            if c.name not in done:
+                model = load_model(cfg, read_checkpoint(c), c)
+                acc = trainer.test(model, datamodule=dm, verbose=False)[0]["test/acc"]
+                done[c.name] = {"file": c.name, "mtime": c.stat().st_mtime, "test_acc": acc}
+                print(f"{c}: test acc {acc:.4f}", file=sys.stderr)
+        cache.write_text(json.dumps(sorted(done.values(), key=lambda r: r["file"]), indent=1) + "\n")
+    return [(done[c.name]["mtime"], done[c.name]["test_acc"]) for c in ckpts]
+
+
 def summarise(run_dir: Path, targets: tuple[float, ...] = (0.94, 0.95)) -> dict | None:
-    test = scalars(run_dir, "test_each_epoch/acc")
+    test = checkpoint_test_acc(run_dir) or scalars(run_dir, "test_each_epoch/acc")
     val = scalars(run_dir, "val/acc")
     launched = run_dir / "launched_at"
     if not test and not launched.is_file():
-        msg = f"{run_dir}: no test_each_epoch/acc in its tensorboard/ (run with report.test_each_epoch=true)"
+        msg = (
+            f"{run_dir}: no checkpoints/every_epoch/ and no test_each_epoch/acc in its tensorboard/ "
+            "(train with callbacks=every_epoch or report.test_each_epoch=true)"
+        )
         print(f"error: {msg}", file=sys.stderr)
         raise SystemExit(2)
     t0 = float(launched.read_text()) if launched.is_file() else min(t for t, _ in test + val)
@@ -69,7 +108,11 @@ def mean_std(values: list[float]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("runs", nargs="+", type=Path)
-    finished = [d for d in map(summarise, ap.parse_args().runs) if d]
+    try:
+        finished = [d for d in map(summarise, ap.parse_args().runs) if d]
+    except UserError as e:  # e.g. the run's data root is not found from here: run from the repository root
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
     if len(finished) > 1:  # the README row: the seeds' mean ± std and the range of wall times
         walls = sorted(d["wall_seconds"] for d in finished)
         print(

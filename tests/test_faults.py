@@ -11,6 +11,7 @@ import errno
 import gzip
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -385,17 +386,26 @@ def test_existing_run_folder_is_refused_before_writing(tmp_path, tiny_root):
         check_before_writing(compose_cfg(tmp_path, tiny_root), tmp_path)
 
 
-def test_a_callback_refusing_a_value_is_refused_before_writing(tmp_path, tiny_root):
-    cfg = compose_cfg(tmp_path / "run", tiny_root, ["experiment=resnet", "callbacks.ema.decay=1.5"])
-    with pytest.raises(UserError, match=r"^callbacks\.ema: Invalid decay value 1\.5"):
+REFUSED = [  # a plain setting, and one of a callback whose other settings hold ${paths.output_dir}
+    ("callbacks.ema.decay=1.5", "callbacks.ema: Invalid decay value 1.5"),
+    ("callbacks.model_checkpoint.mode=maxx", "callbacks.model_checkpoint: `mode` can be min, max"),
+]
+
+
+@pytest.mark.parametrize("override, message", REFUSED)
+def test_a_callback_refusing_a_value_is_refused_before_writing(tmp_path, tiny_root, override, message):
+    cfg = compose_cfg(tmp_path / "run", tiny_root, ["experiment=resnet", override])
+    with pytest.raises(UserError, match="^" + re.escape(message)):
         check_before_writing(cfg, tmp_path / "run")
     check_before_writing(compose_cfg(tmp_path / "run", tiny_root, ["experiment=resnet"]), tmp_path / "run")
+    assert not (tmp_path / "run").exists()  # building the checkpoint callbacks made no folder
 
 
 @pytest.mark.slow
-def test_a_callback_refusing_a_value_cli_writes_nothing(tmp_path, tiny_root):
-    proc, run_dir = train_cli(tmp_path, tiny_root, "experiment=resnet", "callbacks.ema.decay=1.5")
-    assert_one_error_line(proc, "callbacks.ema: Invalid decay value 1.5")
+@pytest.mark.parametrize("override, message", REFUSED)
+def test_a_callback_refusing_a_value_cli_writes_nothing(tmp_path, tiny_root, override, message):
+    proc, run_dir = train_cli(tmp_path, tiny_root, "experiment=resnet", override)
+    assert_one_error_line(proc, message)
     assert not run_dir.exists()  # before: the run folder was left holding train.log
 
 

@@ -17,7 +17,7 @@ from fmnist_lit.callbacks import EMA
 from fmnist_lit.evaluate import evaluate
 from fmnist_lit.module import LitClassifier
 from fmnist_lit.train import run
-from tests.conftest import compose_cfg, make_datamodule
+from tests.conftest import ROOT, compose_cfg, make_datamodule, run_script
 from tests.test_report import eval_cfg
 from tests.test_train import train_cli
 
@@ -128,6 +128,7 @@ def ema_run(tmp_path_factory, tiny_root):
             "logger=csv",
             "report.enabled=false",
             "report.test_each_epoch=true",
+            "callbacks=every_epoch",
         ],
     )
     return d, run(cfg)
@@ -169,6 +170,30 @@ def test_eval_and_test_each_epoch_see_the_averaged_weights(ema_run, tmp_path, ti
             model.eval().eval_logits(D.normalize_uint8(dm.test_x)), dm.test_y
         )
     assert abs(float(raw_loss) - float(m["test_loss"])) > 1e-4
+
+
+def test_every_epoch_checkpoints_are_tested_after_the_run_as_during_it(ema_run, tmp_path, tiny_root):
+    """callbacks=every_epoch keeps one checkpoint per epoch (averaged weights); scripts/time_to_accuracy.py tests them
+    after the run and gets the accuracy the run's own per-epoch test pass (report.test_each_epoch) logged."""
+    run_dir, m = ema_run
+    ckpts = sorted((run_dir / "checkpoints" / "every_epoch").glob("*.ckpt"))
+    assert [c.name for c in ckpts] == ["epoch001.ckpt", "epoch002.ckpt"]
+    best = torch.load(m["best_checkpoint"], map_location="cpu", weights_only=True)["state_dict"]
+    same = torch.load(ckpts[m["best_epoch"] - 1], map_location="cpu", weights_only=True)["state_dict"]
+    assert all(torch.equal(best[k], same[k]) for k in best)
+    # eval.py finds the run's config from checkpoints/every_epoch/ too
+    e = evaluate(eval_cfg(tmp_path, tiny_root, str(ckpts[m["best_epoch"] - 1])))
+    assert e["test_acc"] == m["test_acc"]
+
+    proc = run_script("scripts/time_to_accuracy.py", str(run_dir), env={"PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    tested = json.loads((run_dir / "test_each_epoch.json").read_text())
+    rows = [r.split(",") for r in (run_dir / "csv" / "metrics.csv").read_text().splitlines()]
+    col = rows[0].index("test_each_epoch/acc")
+    logged = [float(r[col]) for r in rows[1:] if r[col]]
+    assert [r["file"] for r in tested] == ["epoch001.ckpt", "epoch002.ckpt"]
+    assert [r["test_acc"] for r in tested] == pytest.approx(logged, abs=1e-6)
+    assert "| 2 | " in proc.stdout and f"{logged[1]:.4f} |" in proc.stdout
 
 
 @pytest.mark.slow
