@@ -4,7 +4,7 @@
 #   nohup bash scripts/run_resnet_finals.sh resnet_short:0 resnet_short:1 resnet_short:2 > outputs/final/chain.log 2>&1 &
 # With no arguments: resnet_short and resnet, seeds 0-2. Each run keeps a checkpoint per epoch (callbacks=every_epoch)
 # so that scripts/time_to_accuracy.py can test them afterwards for the time-to-94%/95% columns, outside the timed run
-# (testing inside it, report.test_each_epoch=true, added ~5 s per epoch); the checkpoint is chosen on validation.
+# (testing inside it, report.test_each_epoch=true, adds a test pass per epoch: docs/RESULTS_resnet.md); the checkpoint is chosen on validation.
 # precision=auto (the default) picks bf16-mixed where the CPU runs it natively and faster, fp32 elsewhere.
 set -u
 cd "$(dirname "$0")/.."

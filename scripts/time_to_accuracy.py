@@ -44,7 +44,11 @@ def checkpoint_test_acc(run_dir: Path) -> list[tuple[float, float]]:
     """[(mtime, test acc)] of the run's checkpoints/every_epoch/epochNNN.ckpt, in epoch order; [] if it has none."""
     ckpts = sorted((run_dir / "checkpoints" / "every_epoch").glob("epoch*.ckpt"))
     cache = run_dir / "test_each_epoch.json"
-    done = {r["file"]: r for r in json.loads(cache.read_text())} if cache.is_file() else {}
+    mtimes = {c.name: c.stat().st_mtime for c in ckpts}
+    cached = json.loads(cache.read_text()) if cache.is_file() else []
+    done = {
+        r["file"]: r for r in cached if mtimes.get(r["file"]) == r["mtime"]
+    }  # a rewritten file: tested again
     if ckpts and any(c.name not in done for c in ckpts):
         _, cfg = run_config(ckpts[0])
         dm = instantiate(cfg.data)
@@ -59,12 +63,10 @@ def checkpoint_test_acc(run_dir: Path) -> list[tuple[float, float]]:
         for c in ckpts:
             if c.name not in done:
                 model = load_model(cfg, read_checkpoint(c), c)
-                t = time.perf_counter()
+                t = time.perf_counter()  # what the same test pass costs inside a run (report.test_each_epoch)
                 acc = trainer.test(model, datamodule=dm, verbose=False)[0]["test/acc"]
-                t = (
-                    time.perf_counter() - t
-                )  # what the same test pass costs inside a run (report.test_each_epoch)
-                done[c.name] = {"file": c.name, "mtime": c.stat().st_mtime, "test_acc": acc, "test_s": t}
+                t = time.perf_counter() - t
+                done[c.name] = {"file": c.name, "mtime": mtimes[c.name], "test_acc": acc, "test_s": t}
                 print(f"{c}: test acc {acc:.4f} in {t:.1f} s", file=sys.stderr)
         cache.write_text(json.dumps(sorted(done.values(), key=lambda r: r["file"]), indent=1) + "\n")
     return [(done[c.name]["mtime"], done[c.name]["test_acc"]) for c in ckpts]
