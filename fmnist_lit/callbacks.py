@@ -70,6 +70,8 @@ class ReportCallback(L.Callback):
     """Writes to the run's TensorBoard logger, if there is one (rank 0 only)."""
 
     def __init__(self, graph: bool, hparams: Any = None):
+        if not isinstance(graph, bool):  # `graph=maybe` would otherwise count as true
+            raise TypeError(f"graph must be true or false, got {graph!r}")
         self.graph = graph
         self._hparams = hparams  # what people sweep (conf/callbacks/default.yaml); see sweep_hparams
         self._probs: list[torch.Tensor] = []

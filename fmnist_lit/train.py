@@ -73,16 +73,19 @@ def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
 def check_callbacks(cfg: DictConfig, out: Path) -> None:
     """Builds the callbacks before Hydra makes the run folder `out`, so that one refusing a value
     (callbacks.ema.decay=1.5, callbacks.model_checkpoint.mode=maxx) leaves no folder behind. `${paths.output_dir}`
-    resolves to `out` (building a checkpoint callback creates no folder). A callback whose settings need what only
-    the running job knows (Hydra's choices in the report's hparams) is built by the run itself; so is one failing
-    other than by refusal (a `_target_` typo: the run reports it)."""
+    resolves to `out` (building a checkpoint callback creates no folder). `${hydra:runtime.choices.model}` (the
+    report's hparams) resolves from the composed config's `hydra` node, which Hydra hands to its callbacks before it
+    sets it for the job. A callback failing other than by refusal (a `_target_` typo) is left to the run to report."""
     cfg = copy.deepcopy(cfg)  # the caller's config keeps its ${paths.output_dir}
+    # the CLI's full config (the tests compose one without `hydra` and set HydraConfig); the job sets it again
+    if "hydra" in cfg:
+        HydraConfig.instance().set_config(cfg)
     with open_dict(cfg):
         cfg.paths.output_dir = str(out)
     for name, cb_cfg in _callback_cfgs(cfg):
         try:
             settings = OmegaConf.to_container(cb_cfg, resolve=True)
-        except OmegaConfBaseException:  # e.g. ${hydra:runtime.choices.model}: not known before the job starts
+        except OmegaConfBaseException:  # an interpolation pointing nowhere: run() reports it
             continue
         try:
             build_callback(name, settings)

@@ -40,15 +40,31 @@ def scalars(run_dir: Path, tag: str) -> list[tuple[float, float]]:
     return sorted(out)
 
 
+def read_cache(cache: Path) -> list[dict]:
+    """The rows of an earlier `test_each_epoch.json`; [] (everything is tested again) if there is none, or one this
+    script cannot read (edited by hand, cut short by a full disk): a warning says so."""
+    if not cache.is_file():
+        return []
+    try:
+        rows = json.loads(cache.read_text())
+        if isinstance(rows, list) and all(
+            isinstance(r, dict) and {"file", "mtime", "test_acc"} <= r.keys() for r in rows
+        ):
+            return rows
+        why = "not a list of {file, mtime, test_acc} rows"
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        why = str(e)
+    print(f"warning: {cache} is unreadable ({why}): testing every checkpoint again", file=sys.stderr)
+    return []
+
+
 def checkpoint_test_acc(run_dir: Path) -> list[tuple[float, float]]:
     """[(mtime, test acc)] of the run's checkpoints/every_epoch/epochNNN.ckpt, in epoch order; [] if it has none."""
     ckpts = sorted((run_dir / "checkpoints" / "every_epoch").glob("epoch*.ckpt"))
     cache = run_dir / "test_each_epoch.json"
     mtimes = {c.name: c.stat().st_mtime for c in ckpts}
-    cached = json.loads(cache.read_text()) if cache.is_file() else []
-    done = {
-        r["file"]: r for r in cached if mtimes.get(r["file"]) == r["mtime"]
-    }  # a rewritten file: tested again
+    # a rewritten checkpoint (its mtime changed) is tested again
+    done = {r["file"]: r for r in read_cache(cache) if mtimes.get(r["file"]) == r["mtime"]}
     if ckpts and any(c.name not in done for c in ckpts):
         _, cfg = run_config(ckpts[0])
         dm = instantiate(cfg.data)
@@ -68,7 +84,10 @@ def checkpoint_test_acc(run_dir: Path) -> list[tuple[float, float]]:
                 t = time.perf_counter() - t
                 done[c.name] = {"file": c.name, "mtime": mtimes[c.name], "test_acc": acc, "test_s": t}
                 print(f"{c}: test acc {acc:.4f} in {t:.1f} s", file=sys.stderr)
-        cache.write_text(json.dumps(sorted(done.values(), key=lambda r: r["file"]), indent=1) + "\n")
+                # after each test (an interrupted script loses one), whole (written aside, then renamed over)
+                tmp = cache.with_suffix(".json.tmp")
+                tmp.write_text(json.dumps(sorted(done.values(), key=lambda r: r["file"]), indent=1) + "\n")
+                tmp.replace(cache)
     return [(done[c.name]["mtime"], done[c.name]["test_acc"]) for c in ckpts]
 
 

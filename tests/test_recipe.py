@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from types import SimpleNamespace
 
 import pytest
@@ -194,6 +195,36 @@ def test_every_epoch_checkpoints_are_tested_after_the_run_as_during_it(ema_run, 
     assert [r["file"] for r in tested] == ["epoch001.ckpt", "epoch002.ckpt"]
     assert [r["test_acc"] for r in tested] == pytest.approx(logged, abs=1e-6)
     assert "| 2 | " in proc.stdout and f"{logged[1]:.4f} |" in proc.stdout
+
+
+def test_time_to_accuracy_reuses_its_results_only_for_unchanged_checkpoints(ema_run):
+    """test_each_epoch.json is read back for a checkpoint whose mtime is the one it was tested at; a rewritten
+    checkpoint is tested again, and an unreadable file is replaced after a warning (no traceback)."""
+    run_dir, _ = ema_run
+    cache = run_dir / "test_each_epoch.json"
+    script = ("scripts/time_to_accuracy.py", str(run_dir))
+    env = {"PYTHONPATH": str(ROOT)}
+    if not cache.is_file():  # this test alone: the test above made it
+        assert run_script(*script, env=env).returncode == 0
+    real = json.loads(cache.read_text())
+    marked = [dict(r, test_acc=0.125) for r in real]  # not an accuracy of this run: tells a cached row apart
+    cache.write_text(json.dumps(marked))
+    ckpt = run_dir / "checkpoints" / "every_epoch" / "epoch002.ckpt"
+    os.utime(ckpt, (ckpt.stat().st_atime, ckpt.stat().st_mtime + 1))  # as if written again
+    proc = run_script(*script, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    now = json.loads(cache.read_text())
+    assert now[0]["test_acc"] == 0.125 and "epoch001.ckpt: test acc" not in proc.stderr  # reused
+    assert (
+        now[1]["test_acc"] == real[1]["test_acc"] and now[1]["mtime"] == ckpt.stat().st_mtime
+    )  # tested again
+
+    for broken in ('[{"file": "epoch001.ckpt"', '{"file": 1}'):
+        cache.write_text(broken)
+        proc = run_script(*script, env=env)
+        assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+        assert f"warning: {cache} is unreadable" in proc.stderr
+        assert [r["test_acc"] for r in json.loads(cache.read_text())] == [r["test_acc"] for r in real]
 
 
 @pytest.mark.slow
