@@ -48,10 +48,13 @@ def read_cache(cache: Path) -> list[dict]:
     try:
         rows = json.loads(cache.read_text())
         if isinstance(rows, list) and all(
-            isinstance(r, dict) and {"file", "mtime", "test_acc"} <= r.keys() for r in rows
+            isinstance(r, dict)
+            and isinstance(r.get("file"), str)
+            and all(isinstance(r.get(k), (int, float)) for k in ("mtime", "test_acc"))
+            for r in rows
         ):
             return rows
-        why = "not a list of {file, mtime, test_acc} rows"
+        why = "not a list of {file: name, mtime: number, test_acc: number} rows"
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         why = str(e)
     print(f"warning: {cache} is unreadable ({why}): testing every checkpoint again", file=sys.stderr)

@@ -386,7 +386,7 @@ def test_existing_run_folder_is_refused_before_writing(tmp_path, tiny_root):
         check_before_writing(compose_cfg(tmp_path, tiny_root), tmp_path)
 
 
-REFUSED = [  # a plain setting; one of a callback whose other settings hold ${paths.output_dir}; one whose hold
+REFUSED = [  # a plain setting; one of a callback whose other settings hold ${paths.output_dir}; one whose settings hold
     # ${hydra:runtime.choices.model} (the CLI resolves it from the composed config, before the job starts)
     ("callbacks.ema.decay=1.5", "callbacks.ema: Invalid decay value 1.5"),
     ("callbacks.model_checkpoint.mode=maxx", "callbacks.model_checkpoint: `mode` can be min, max"),

@@ -219,7 +219,11 @@ def test_time_to_accuracy_reuses_its_results_only_for_unchanged_checkpoints(ema_
         now[1]["test_acc"] == real[1]["test_acc"] and now[1]["mtime"] == ckpt.stat().st_mtime
     )  # tested again
 
-    for broken in ('[{"file": "epoch001.ckpt"', '{"file": 1}'):
+    for broken in (
+        '[{"file": "epoch001.ckpt"',
+        '{"file": 1}',
+        '[{"file": ["a"], "mtime": 1, "test_acc": 0.5}]',
+    ):
         cache.write_text(broken)
         proc = run_script(*script, env=env)
         assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
