@@ -3,7 +3,8 @@
 A job is a sub-folder holding `.hydra/overrides.yaml` (Hydra writes it before the job starts). A job that has no
 `metrics.json` failed (or is still running, or was killed): it is listed as failed, never silently dropped.
 One row per distinct configuration = the job's overrides minus `seed`; overrides shared by every job are shown
-once above the table instead of in every row.
+once above the table instead of in every row. Rows are ranked by mean best validation accuracy, the metric a sweep
+chooses on; test accuracy is reported beside it, never used to order.
 """
 
 from __future__ import annotations
@@ -23,9 +24,10 @@ IGNORED_KEYS = {"seed"}  # what a row averages over
 CSV_FIELDS = [
     "config",
     "n",
+    "val_acc_best_mean",
+    "val_acc_best_std",
     "test_acc_mean",
     "test_acc_std",
-    "val_acc_best_mean",
     "params",
     "epochs",
     "wall_seconds_mean",
@@ -95,8 +97,8 @@ def find_jobs(sweep_dir: str | Path) -> list[Job]:
 
 
 def group(jobs: list[Job]) -> tuple[list[Row], dict[str, str]]:
-    """Rows of successful jobs grouped by their varying overrides (minus seed), best mean test accuracy first;
-    plus the overrides every job shares."""
+    """Rows of successful jobs grouped by their varying overrides (minus seed), best mean validation accuracy first
+    (a row without one last); plus the overrides every job shares."""
     keys = {k for j in jobs for k in j.overrides} - IGNORED_KEYS
     common = {
         k: v
@@ -111,8 +113,13 @@ def group(jobs: list[Job]) -> tuple[list[Row], dict[str, str]]:
         if not j.failed:
             rows[tuple(cfg.items())].jobs.append(j)
     out = [r for r in rows.values() if r.jobs]
-    out.sort(key=lambda r: -statistics.fmean(r.values("test_acc")))
+    out.sort(key=_rank)
     return out, common
+
+
+def _rank(row: Row) -> float:
+    val = [v for v in row.values("val_acc_best") if math.isfinite(v)]
+    return -statistics.fmean(val) if val else math.inf
 
 
 def _mean_std(xs: list[float]) -> tuple[float, float]:
@@ -127,16 +134,17 @@ def _label(cfg: dict[str, str]) -> str:
 
 def summarise(row: Row) -> dict[str, Any]:
     acc_m, acc_s = _mean_std(row.values("test_acc"))
-    val_m, _ = _mean_std(row.values("val_acc_best"))
+    val_m, val_s = _mean_std(row.values("val_acc_best"))
     params = sorted(set(row.values("params")))
     epochs = sorted(set(row.values("epochs_run")))
     return {
         "config": _label(row.config),
         **row.config,
         "n": len(row.jobs),
+        "val_acc_best_mean": val_m,
+        "val_acc_best_std": val_s,
         "test_acc_mean": acc_m,
         "test_acc_std": acc_s,
-        "val_acc_best_mean": val_m,
         "params": params[0] if len(params) == 1 else "/".join(map(str, params)),
         "epochs": epochs[0] if len(epochs) == 1 else "/".join(map(str, epochs)),
         "wall_seconds_mean": _mean_std(row.values("wall_seconds"))[0],
@@ -148,6 +156,10 @@ def _pct(x: float) -> str:
     return "–" if math.isnan(x) else f"{100 * x:.2f}"
 
 
+def _pct_std(mean: float, std: float) -> str:
+    return _pct(mean) + ("" if math.isnan(std) else f" ± {_pct(std)}")
+
+
 def to_markdown(
     sweep_dir: Path, summaries: list[dict[str, Any]], common: dict[str, str], failed: list[Job]
 ) -> str:
@@ -155,17 +167,18 @@ def to_markdown(
     if common:
         lines += ["Every job: `" + " ".join(f"{k}={v}" for k, v in common.items()) + "`", ""]
     lines += [
-        "Test accuracy of the checkpoint chosen on validation, mean ± sample std over seeds (n = jobs).",
+        "Ranked by the best validation accuracy (choose on it); the test accuracy of that checkpoint is for reporting.",
+        "Both are mean ± sample std over seeds (n = jobs).",
         "",
-        "| configuration | test acc % (mean ± std) | n | val acc best % | params | epochs | wall s (mean) |",
+        "| configuration | val acc best % | test acc % | n | params | epochs | wall s (mean) |",
         "|---|---|---|---|---|---|---|",
     ]
     for s in summaries:
-        std = "" if math.isnan(s["test_acc_std"]) else f" ± {_pct(s['test_acc_std'])}"
         params = f"{s['params']:,}" if isinstance(s["params"], int) else s["params"]
         lines.append(
-            f"| `{s['config']}` | {_pct(s['test_acc_mean'])}{std} | {s['n']} | "
-            f"{_pct(s['val_acc_best_mean'])} | {params} | {s['epochs']} | {s['wall_seconds_mean']:.0f} |"
+            f"| `{s['config']}` | {_pct_std(s['val_acc_best_mean'], s['val_acc_best_std'])} | "
+            f"{_pct_std(s['test_acc_mean'], s['test_acc_std'])} | {s['n']} | {params} | {s['epochs']} | "
+            f"{s['wall_seconds_mean']:.0f} |"
         )
     lines += ["", f"Failed jobs: {len(failed)}"]
     for j in failed:
@@ -175,7 +188,8 @@ def to_markdown(
 
 
 def to_png(path: Path, summaries: list[dict[str, Any]]) -> None:
-    """One dot per configuration (best at the top) at its mean test accuracy, with a ± std bar only where n > 1.
+    """One line per configuration in leaderboard order (best validation at the top): an open dot at its mean best
+    validation accuracy and a filled one at its mean test accuracy, each with a ± std bar only where n > 1.
     Dots, not bars: the axis is zoomed to the data (a bar's length from a cut-off baseline would exaggerate the
     gaps), and the axis label says so."""
     import matplotlib
@@ -183,40 +197,54 @@ def to_png(path: Path, summaries: list[dict[str, Any]]) -> None:
     matplotlib.use("Agg")  # no display on servers / in tests
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, max(2.5, 0.45 * len(summaries) + 1.6)))
-    for y, s in enumerate(summaries):
-        mean, std = 100 * s["test_acc_mean"], 100 * s["test_acc_std"]
-        many = s["n"] > 1 and not math.isnan(std)
-        ax.errorbar(mean, y, xerr=std if many else None, fmt="o", color="tab:blue", capsize=4, ms=6)
-        ax.annotate(
-            f"{mean:.2f}%" + (f" ± {std:.2f} (n={s['n']})" if many else f" (n={s['n']})"),
-            (mean, y),
-            xytext=(0, 8),
-            textcoords="offset points",
-            ha="center",
-            fontsize=8,
-        )
-    ax.set_yticks(range(len(summaries)), [s["config"] for s in summaries], fontsize=8)
-    ax.set_ylim(len(summaries) - 0.4, -0.6)  # best first, room for the labels above the dots
-    if summaries:
-        lo = min(
-            100 * (s["test_acc_mean"] - (0 if math.isnan(s["test_acc_std"]) else s["test_acc_std"]))
-            for s in summaries
-        )
-        hi = max(
-            100 * (s["test_acc_mean"] + (0 if math.isnan(s["test_acc_std"]) else s["test_acc_std"]))
-            for s in summaries
-        )
+    series = [  # (key, label, marker face, vertical offset): val just above the line, test just below
+        ("val_acc_best", "val acc best (ranks the rows)", "none", -0.12),
+        ("test_acc", "test acc (reported)", "tab:blue", 0.12),
+    ]
+    fig, ax = plt.subplots(figsize=(8, max(2.5, 0.55 * len(summaries) + 1.8)))
+    spans = []
+    for key, label, face, dy in series:
+        for y, s in enumerate(summaries):
+            mean, std = 100 * s.get(f"{key}_mean", math.nan), 100 * s.get(f"{key}_std", math.nan)
+            if math.isnan(mean):
+                continue
+            many = s["n"] > 1 and not math.isnan(std)
+            spans += [mean - (std if many else 0), mean + (std if many else 0)]
+            ax.errorbar(
+                mean,
+                y + dy,
+                xerr=std if many else None,
+                fmt="o",
+                color="tab:blue",
+                mfc=face,
+                capsize=4,
+                ms=6,
+                label=label if y == 0 else None,
+            )
+            ax.annotate(
+                f"{mean:.2f}%" + (f" ± {std:.2f}" if many else ""),
+                (mean + (std if many else 0), y + dy),  # right of the bar's end
+                xytext=(8, 0),
+                textcoords="offset points",
+                va="center",
+                fontsize=7,
+            )
+    ax.set_yticks(range(len(summaries)), [f"{s['config']} (n={s['n']})" for s in summaries], fontsize=8)
+    ax.set_ylim(len(summaries) - 0.5, -0.5)  # best first
+    if spans:
+        lo, hi = min(spans), max(spans)
         pad = max(0.5, 0.15 * (hi - lo))
-        ax.set_xlim(max(0.0, lo - pad), min(100.0, hi + pad))
-    ax.set_xlabel("test accuracy %: mean over seeds, ± sample std where n > 1")
+        ax.set_xlim(max(0.0, lo - pad), min(100.0, hi + 2 * pad))  # room on the right for the labels
+        # below the axis label, never over a dot
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2, frameon=False)
+    ax.set_xlabel("accuracy %: mean over seeds, ± sample std where n > 1")
     ax.grid(axis="x", alpha=0.3)
     ax.set_title(
-        f"{len(summaries)} configurations, best first (accuracy axis zoomed to the data, not from 0)",
+        f"{len(summaries)} configurations, best validation first (axis zoomed to the data, not from 0)",
         fontsize=10,
     )
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")  # "tight" keeps the legend below the axes
     plt.close(fig)
 
 

@@ -74,36 +74,47 @@ def _fake_job(sweep: Path, num: int, overrides: list[str], m: dict | None) -> No
         (d / "metrics.json").write_text(json.dumps(m))
 
 
-def test_leaderboard_averages_over_seeds(tmp_path):
-    base = {"params": 100, "epochs_run": 5, "val_acc_best": 0.9, "wall_seconds": 10.0}
-    accs = {("mlp", 0): 0.88, ("mlp", 1): 0.90, ("cnn", 0): 0.91, ("cnn", 1): 0.93, ("cnn", 2): 0.92}
-    for i, ((model, seed), acc) in enumerate(accs.items()):
+def test_leaderboard_averages_over_seeds_and_ranks_on_validation(tmp_path):
+    base = {"params": 100, "epochs_run": 5, "wall_seconds": 10.0}
+    # (test, val): cnn has the better test accuracy, mlp the better validation one, and the rows follow validation
+    accs = {
+        ("mlp", 0): (0.88, 0.93),
+        ("mlp", 1): (0.90, 0.95),
+        ("cnn", 0): (0.91, 0.90),
+        ("cnn", 1): (0.93, 0.92),
+        ("cnn", 2): (0.92, 0.91),
+    }
+    for i, ((model, seed), (acc, val)) in enumerate(accs.items()):
         _fake_job(
             tmp_path,
             i,
             [f"model={model}", f"seed={seed}", "trainer.max_epochs=5"],
-            {**base, "test_acc": acc, "seed": seed},
+            {**base, "test_acc": acc, "val_acc_best": val, "seed": seed},
         )
     _fake_job(tmp_path, 10, ["model=mlp", "seed=2", "trainer.max_epochs=5"], None)  # killed: no metrics.json
     jobs = find_jobs(tmp_path)
     assert [j.path.name for j in jobs] == ["0", "1", "2", "3", "4", "10"]  # numeric order
     rows, common = group(jobs)
     assert common == {"trainer.max_epochs": "5"}
-    assert [r.config for r in rows] == [{"model": "cnn"}, {"model": "mlp"}]  # best first, seed not a column
+    assert [r.config for r in rows] == [
+        {"model": "mlp"},
+        {"model": "cnn"},
+    ]  # best validation first, no seed column
     summaries, failed = write_leaderboard(tmp_path)
-    cnn, mlp = summaries
+    mlp, cnn = summaries
     assert (
         cnn["n"] == 3
         and cnn["test_acc_mean"] == pytest.approx(0.92)
         and cnn["test_acc_std"] == pytest.approx(0.01)
     )
-    assert mlp["n"] == 2 and mlp["test_acc_mean"] == pytest.approx(0.89)
+    assert cnn["val_acc_best_mean"] == pytest.approx(0.91) and cnn["val_acc_best_std"] == pytest.approx(0.01)
+    assert mlp["n"] == 2 and mlp["test_acc_mean"] == pytest.approx(0.89) and mlp["val_acc_best_mean"] == 0.94
     assert [j.path.name for j in failed] == ["10"]
     rows = {r["config"]: r for r in csv.DictReader((tmp_path / "leaderboard.csv").open())}
     assert float(rows["model=cnn"]["test_acc_mean"]) == pytest.approx(0.92) and rows["model=cnn"]["n"] == "3"
-    assert (
-        "no metrics.json" in (tmp_path / "leaderboard.md").read_text()
-    )  # the failed job is listed, not dropped
+    md = (tmp_path / "leaderboard.md").read_text()
+    assert md.index("`model=mlp`") < md.index("`model=cnn`") and "| 91.00 ± 1.00 | 92.00 ± 1.00 | 3 |" in md
+    assert "no metrics.json" in md  # the failed job is listed, not dropped
 
 
 @pytest.mark.slow
