@@ -202,7 +202,7 @@ def to_png(path: Path, summaries: list[dict[str, Any]]) -> None:
         ("test_acc", "test acc (reported)", "tab:blue", 0.12),
     ]
     fig, ax = plt.subplots(figsize=(8, max(2.5, 0.55 * len(summaries) + 1.8)))
-    spans = []
+    spans, labelled = [], set()
     for key, label, face, dy in series:
         for y, s in enumerate(summaries):
             mean, std = 100 * s.get(f"{key}_mean", math.nan), 100 * s.get(f"{key}_std", math.nan)
@@ -219,8 +219,9 @@ def to_png(path: Path, summaries: list[dict[str, Any]]) -> None:
                 mfc=face,
                 capsize=4,
                 ms=6,
-                label=label if y == 0 else None,
+                label=None if label in labelled else label,  # one legend entry per series
             )
+            labelled.add(label)
             ax.annotate(
                 f"{mean:.2f}%" + (f" ± {std:.2f}" if many else ""),
                 (mean + (std if many else 0), y + dy),  # right of the bar's end
