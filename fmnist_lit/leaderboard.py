@@ -63,8 +63,8 @@ def _key(override: str) -> tuple[str, str]:
 
 
 def read_metrics(path: Path) -> tuple[dict[str, Any] | None, str | None]:
-    """(metrics, None) for a usable metrics.json; (None, why) for one that is truncated, not JSON or has no finite
-    test accuracy; (None, None) when there is none."""
+    """(metrics, None) for a usable metrics.json; (None, why) for one that is truncated, not JSON, has no finite
+    test accuracy or a non-numeric validation accuracy; (None, None) when there is none."""
     if not path.is_file():
         return None, None
     try:
@@ -74,6 +74,9 @@ def read_metrics(path: Path) -> tuple[dict[str, Any] | None, str | None]:
     acc = m.get("test_acc") if isinstance(m, dict) else None
     if not isinstance(acc, (int, float)) or not math.isfinite(acc):
         return None, f"{path.name} has no test accuracy (test_acc={acc}: diverged?)"
+    val = m.get("val_acc_best")  # null when the run had no validation; the rows are ranked on it
+    if val is not None and not isinstance(val, (int, float)):
+        return None, f"{path.name} has a val_acc_best that is not a number ({val!r}: edited by hand?)"
     return m, None
 
 

@@ -219,12 +219,8 @@ def test_leaderboard_png_without_error_bars_for_single_runs(tmp_path, n):
             "test_acc_mean": 0.885,
             "test_acc_std": float("nan") if n == 1 else 0.002,
         },
-        {
-            "config": "model=cnn",
-            "n": 1,
-            "test_acc_mean": 0.91,
-            "test_acc_std": float("nan"),
-        },  # no val: test only
+        # no validation accuracy: only the test dot
+        {"config": "model=cnn", "n": 1, "test_acc_mean": 0.91, "test_acc_std": float("nan")},
     ]
     to_png(tmp_path / "l.png", summaries)
     assert (tmp_path / "l.png").stat().st_size > 0

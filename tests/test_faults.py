@@ -347,10 +347,14 @@ def test_leaderboard_lists_truncated_or_nan_metrics_as_failed(tmp_path):
     _job(tmp_path, 0, ["seed=0"], good)
     _job(tmp_path, 1, ["seed=1"], good[:25])  # truncated: the job was killed while writing
     _job(tmp_path, 2, ["seed=2"], '{"test_acc": NaN}')  # written before metrics.json was strict
+    _job(
+        tmp_path, 3, ["seed=3"], '{"test_acc": 0.9, "val_acc_best": "0.9"}'
+    )  # the ranking key, edited by hand
     summaries, failed = write_leaderboard(tmp_path)
-    assert summaries[0]["n"] == 1 and [j.path.name for j in failed] == ["1", "2"]
+    assert summaries[0]["n"] == 1 and [j.path.name for j in failed] == ["1", "2", "3"]
     assert "truncated or not JSON" in failed[0].error and "diverged" in failed[1].error
-    assert "Failed jobs: 2" in (tmp_path / "leaderboard.md").read_text()
+    assert "val_acc_best that is not a number" in failed[2].error
+    assert "Failed jobs: 3" in (tmp_path / "leaderboard.md").read_text()
 
 
 def sweep_cli(tmp_path: Path, root: Path, sweep: Path, *overrides: str, timeout: int = 300):

@@ -96,10 +96,8 @@ def test_leaderboard_averages_over_seeds_and_ranks_on_validation(tmp_path):
     assert [j.path.name for j in jobs] == ["0", "1", "2", "3", "4", "10"]  # numeric order
     rows, common = group(jobs)
     assert common == {"trainer.max_epochs": "5"}
-    assert [r.config for r in rows] == [
-        {"model": "mlp"},
-        {"model": "cnn"},
-    ]  # best validation first, no seed column
+    # best validation first, no seed column
+    assert [r.config for r in rows] == [{"model": "mlp"}, {"model": "cnn"}]
     summaries, failed = write_leaderboard(tmp_path)
     mlp, cnn = summaries
     assert (
@@ -108,7 +106,11 @@ def test_leaderboard_averages_over_seeds_and_ranks_on_validation(tmp_path):
         and cnn["test_acc_std"] == pytest.approx(0.01)
     )
     assert cnn["val_acc_best_mean"] == pytest.approx(0.91) and cnn["val_acc_best_std"] == pytest.approx(0.01)
-    assert mlp["n"] == 2 and mlp["test_acc_mean"] == pytest.approx(0.89) and mlp["val_acc_best_mean"] == 0.94
+    assert (
+        mlp["n"] == 2
+        and mlp["test_acc_mean"] == pytest.approx(0.89)
+        and mlp["val_acc_best_mean"] == pytest.approx(0.94)
+    )
     assert [j.path.name for j in failed] == ["10"]
     rows = {r["config"]: r for r in csv.DictReader((tmp_path / "leaderboard.csv").open())}
     assert float(rows["model=cnn"]["test_acc_mean"]) == pytest.approx(0.92) and rows["model=cnn"]["n"] == "3"
