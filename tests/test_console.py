@@ -207,7 +207,7 @@ def test_report_says_how_the_weights_were_chosen():
 
 
 @pytest.mark.parametrize("n", [1, 3])
-def test_leaderboard_png_without_error_bars_for_single_runs(tmp_path, n):
+def test_leaderboard_png_without_error_bars_for_single_runs(tmp_path, monkeypatch, n):
     from fmnist_lit.leaderboard import to_png
 
     summaries = [
@@ -222,5 +222,25 @@ def test_leaderboard_png_without_error_bars_for_single_runs(tmp_path, n):
         # no validation accuracy: only the test dot
         {"config": "model=cnn", "n": 1, "test_acc_mean": 0.91, "test_acc_std": float("nan")},
     ]
+    import matplotlib.axes
+
+    calls = []  # (x, y, xerr, marker face, label) of every dot drawn
+    draw = matplotlib.axes.Axes.errorbar
+
+    def spy(self, x, y, **kw):
+        calls.append((x, y, kw.get("xerr"), kw.get("mfc"), kw.get("label")))
+        return draw(self, x, y, **kw)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "errorbar", spy)
     to_png(tmp_path / "l.png", summaries)
     assert (tmp_path / "l.png").stat().st_size > 0
+    # row 0: an open val dot and a filled test dot, ± std bars only with several seeds; row 1: the test dot alone
+    val0, test0, cnn = sorted(calls, key=lambda c: (c[3] != "none", round(c[1])))
+    assert (val0[0], val0[3], round(val0[1])) == (pytest.approx(89.0), "none", 0)
+    assert (test0[0], round(test0[1])) == (pytest.approx(88.5), 0)
+    assert (cnn[0], round(cnn[1]), cnn[2]) == (pytest.approx(91.0), 1, None)
+    if n == 1:
+        assert val0[2] is None and test0[2] is None
+    else:
+        assert (val0[2], test0[2]) == (pytest.approx(0.3), pytest.approx(0.2))
+    assert sorted(c[4] for c in calls if c[4]) == ["test acc (reported)", "val acc best (ranks the rows)"]
