@@ -59,7 +59,14 @@ class Row:
 
 def _key(override: str) -> tuple[str, str]:
     k, _, v = override.partition("=")
-    return k.lstrip("+~"), v
+    if k.startswith("~"):  # a deleted key (Hydra records `~key` as `~key=null`): not the same as `key=null`
+        return k, ""
+    return k.lstrip("+"), v
+
+
+def _arg(k: str, v: str) -> str:
+    """The override as typed: `key=value`, or `~key` for a deleted key."""
+    return k if k.startswith("~") else f"{k}={v}"
 
 
 def read_metrics(path: Path) -> tuple[dict[str, Any] | None, str | None]:
@@ -132,7 +139,7 @@ def _mean_std(xs: list[float]) -> tuple[float, float]:
 
 
 def _label(cfg: dict[str, str]) -> str:
-    return " ".join(f"{k}={v}" for k, v in cfg.items()) or "(all jobs)"
+    return " ".join(_arg(k, v) for k, v in cfg.items()) or "(all jobs)"
 
 
 def summarise(row: Row) -> dict[str, Any]:
@@ -168,7 +175,7 @@ def to_markdown(
 ) -> str:
     lines = [f"# Leaderboard: `{sweep_dir}`", ""]
     if common:
-        lines += ["Every job: `" + " ".join(f"{k}={v}" for k, v in common.items()) + "`", ""]
+        lines += ["Every job: `" + " ".join(_arg(k, v) for k, v in common.items()) + "`", ""]
     lines += [
         "Ranked by the best validation accuracy (choose on it); the test accuracy of that checkpoint is for reporting.",
         "Both are mean ± sample std over seeds (n = jobs).",

@@ -119,6 +119,17 @@ def test_leaderboard_averages_over_seeds_and_ranks_on_validation(tmp_path):
     assert "no metrics.json" in md  # the failed job is listed, not dropped
 
 
+def test_leaderboard_shows_a_deleted_key_as_deleted_not_as_null(tmp_path):
+    # Hydra records `~scheduler.max_lr` in a job's overrides.yaml as `~scheduler.max_lr=null`
+    metrics = {"params": 100, "epochs_run": 5, "wall_seconds": 10.0, "test_acc": 0.9, "val_acc_best": 0.9}
+    _fake_job(tmp_path, 0, ["~scheduler.max_lr=null", "model.tta_flip=null"], metrics)
+    _fake_job(tmp_path, 1, ["~scheduler.max_lr=null", "model.tta_flip=true"], metrics)
+    write_leaderboard(tmp_path)
+    md = (tmp_path / "leaderboard.md").read_text()
+    assert "Every job: `~scheduler.max_lr`" in md and "scheduler.max_lr=null" not in md
+    assert "`model.tta_flip=null`" in md  # a key set to null stays `key=null`
+
+
 @pytest.mark.slow
 def test_joblib_launcher_runs_two_jobs_splitting_the_cores(tmp_path, tiny_root):
     proc, sweep = multirun(
