@@ -19,7 +19,7 @@ from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch.callbacks import LearningRateMonitor
+from lightning.pytorch.callbacks import LearningRateMonitor, ProgressBar
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
@@ -119,12 +119,19 @@ def build_loggers(cfg: DictConfig) -> list[Any]:
 def build_trainer(cfg: DictConfig) -> L.Trainer:
     loggers = build_loggers(cfg)
     callbacks = build_callbacks(cfg)
-    if (
-        not loggers
-    ):  # `logger=null`: the LR monitor has nowhere to write (Lightning refuses it without a logger)
+    if not loggers:  # `logger=null`: the LR monitor has nowhere to write (Lightning refuses it then)
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+    # `callbacks.progress_bar=null` means no bar: Lightning would otherwise add its own (into logs, too)
+    no_bar = (
+        not any(isinstance(c, ProgressBar) for c in callbacks) and "enable_progress_bar" not in cfg.trainer
+    )
     try:
-        return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
+        return instantiate(
+            cfg.trainer,
+            callbacks=callbacks,
+            logger=loggers,
+            **({"enable_progress_bar": False} if no_bar else {}),
+        )
     except InstantiationException as e:  # Lightning refusing a setting, or a trainer.* key it does not take
         cause = e.__cause__
         if isinstance(cause, (MisconfigurationException, TypeError, ValueError)):

@@ -116,3 +116,25 @@ def test_cli_errors_are_one_clear_line(tmp_path, tiny_root, override, message):
     assert proc.returncode != 0
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "overrides, bar",
+    [
+        ([], "ours"),
+        (["callbacks.progress_bar=null"], None),  # no bar at all, not Lightning's own in its place
+        (["callbacks.progress_bar=null", "+trainer.enable_progress_bar=true"], "lightning's"),  # asked for
+    ],
+)
+def test_progress_bar_null_means_no_bar(tmp_path, tiny_root, overrides, bar):
+    from fmnist_lit.console import ProgressBar
+    from fmnist_lit.train import build_trainer
+
+    trainer = build_trainer(compose_cfg(tmp_path, tiny_root, ["logger=csv", *overrides]))
+    got = trainer.progress_bar_callback
+    if bar is None:
+        assert got is None
+    elif bar == "ours":
+        assert isinstance(got, ProgressBar)
+    else:
+        assert got is not None and not isinstance(got, ProgressBar)
