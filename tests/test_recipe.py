@@ -297,3 +297,24 @@ def test_ema_update_matches_the_per_tensor_formula(warmup):
     for k, v in expected.items():
         torch.testing.assert_close(got[k], v, rtol=1e-5, atol=1e-6, msg=k)
     assert got["1.num_batches_tracked"] == net[1].num_batches_tracked == 4  # the lazy-init pass counted too
+
+
+def test_tta_val_compares_flip_tta_on_the_validation_split(ema_run):
+    """scripts/tta_val.py: with TTA it reproduces the run's own val/acc of that epoch (the run validated with flip
+    TTA); without, it is the same weights on the unmirrored images alone."""
+    run_dir, _ = ema_run
+    ckpt = run_dir / "checkpoints" / "every_epoch" / "epoch002.ckpt"
+    proc = run_script("scripts/tta_val.py", str(ckpt), str(ckpt), env={"PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [r.split(",") for r in (run_dir / "csv" / "metrics.csv").read_text().splitlines()]
+    col, ep = rows[0].index("val/acc"), rows[0].index("epoch")
+    logged = next(float(r[col]) for r in rows[1:] if r[col] and r[ep] == "1")  # epoch 2, counted from 0
+    cfg = OmegaConf.load(run_dir / "config.yaml")
+    model = instantiate(cfg.model, tta_flip=False)
+    model.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"])
+    dm = instantiate(cfg.data)  # the run's own split
+    dm.setup()
+    with torch.no_grad():
+        plain = (model.eval().eval_logits(D.normalize_uint8(dm.val_x)).argmax(1) == dm.val_y).float().mean()
+    assert proc.stdout.count(f"| `{ckpt}` | {logged:.2%} | {float(plain):.2%} |") == 2, proc.stdout
+    assert "TTA gain over 2 checkpoints" in proc.stdout

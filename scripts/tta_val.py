@@ -1,0 +1,61 @@
+"""Validation accuracy of checkpoints with and without flip TTA: `python scripts/tta_val.py <run>/checkpoints/last.ckpt ...`
+
+Flip TTA (`model.tta_flip`) is a choice made at evaluation, so it can be chosen on validation without training again:
+each checkpoint is run on its run's validation split (the 5k carved from the 60k training images, the same split the
+run selected on) once with the mirror-image average and once without. Use checkpoints that were not selected with
+TTA on (last.ckpt, not the best one), or the comparison favours TTA. The test set is not touched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+import lightning as L
+from hydra.utils import instantiate
+
+# the package of the checkout this script lives in (not whichever copy is installed), like train.py at the root
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from fmnist_lit.checkpoint import load_model, read_checkpoint, run_config
+from fmnist_lit.hardware import resolve_precision
+from fmnist_lit.utils import UserError
+
+
+def val_acc(ckpt: Path, tta_flip: bool) -> float:
+    _, cfg = run_config(ckpt)
+    cfg.model.tta_flip = tta_flip
+    model = load_model(cfg, read_checkpoint(ckpt), ckpt)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        precision=resolve_precision(cfg.trainer.get("precision", "auto"), "cpu"),
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        enable_progress_bar=False,
+    )
+    return trainer.validate(model, datamodule=instantiate(cfg.data), verbose=False)[0]["val/acc"]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("ckpts", nargs="+", type=Path)
+    gains = []
+    print("| checkpoint | val acc, flip TTA | val acc, no TTA | TTA gain (points) |\n|---|---|---|---|")
+    try:
+        for c in ap.parse_args().ckpts:
+            on, off = val_acc(c, True), val_acc(c, False)
+            gains.append(100 * (on - off))
+            print(f"| `{c}` | {on:.2%} | {off:.2%} | {gains[-1]:+.2f} |")
+    except UserError as e:  # a path that is not a train.py checkpoint, or data not found from here
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    if len(gains) > 1:
+        print(
+            f"\nTTA gain over {len(gains)} checkpoints: {statistics.fmean(gains):+.2f} ± {statistics.stdev(gains):.2f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
