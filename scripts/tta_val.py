@@ -19,6 +19,7 @@ from hydra.utils import instantiate
 # the package of the checkout this script lives in (not whichever copy is installed), like train.py at the root
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from fmnist_lit.checkpoint import load_model, read_checkpoint, run_config
+from fmnist_lit.console import quiet_third_party
 from fmnist_lit.hardware import resolve_precision
 from fmnist_lit.utils import UserError
 
@@ -41,6 +42,7 @@ def val_acc(ckpt: Path, tta_flip: bool) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("ckpts", nargs="+", type=Path)
+    quiet_third_party()  # Lightning's advertisements
     gains = []
     print("| checkpoint | val acc, flip TTA | val acc, no TTA | TTA gain (points) |\n|---|---|---|---|")
     try:
