@@ -24,7 +24,8 @@ from fmnist_lit.hardware import resolve_precision
 from fmnist_lit.utils import UserError
 
 
-def val_acc(ckpt: Path, tta_flip: bool) -> float:
+def val_metrics(ckpt: Path, tta_flip: bool) -> tuple[float, float]:
+    """(val acc, val loss) of the checkpoint's weights on its run's validation split."""
     _, cfg = run_config(ckpt)
     cfg.model.tta_flip = tta_flip
     model = load_model(cfg, read_checkpoint(ckpt), ckpt)
@@ -36,7 +37,8 @@ def val_acc(ckpt: Path, tta_flip: bool) -> float:
         enable_model_summary=False,
         enable_progress_bar=False,
     )
-    return trainer.validate(model, datamodule=instantiate(cfg.data), verbose=False)[0]["val/acc"]
+    m = trainer.validate(model, datamodule=instantiate(cfg.data), verbose=False)[0]
+    return m["val/acc"], m["val/loss"]
 
 
 def main() -> None:
@@ -44,12 +46,13 @@ def main() -> None:
     ap.add_argument("ckpts", nargs="+", type=Path)
     quiet_third_party()  # Lightning's advertisements
     gains = []
-    print("| checkpoint | val acc, flip TTA | val acc, no TTA | TTA gain (points) |\n|---|---|---|---|")
+    print("| checkpoint | val acc, flip TTA | no TTA | TTA gain (points) | val loss, flip TTA | no TTA |")
+    print("|---|---|---|---|---|---|")
     try:
         for c in ap.parse_args().ckpts:
-            on, off = val_acc(c, True), val_acc(c, False)
+            (on, on_loss), (off, off_loss) = val_metrics(c, True), val_metrics(c, False)
             gains.append(100 * (on - off))
-            print(f"| `{c}` | {on:.2%} | {off:.2%} | {gains[-1]:+.2f} |")
+            print(f"| `{c}` | {on:.2%} | {off:.2%} | {gains[-1]:+.2f} | {on_loss:.4f} | {off_loss:.4f} |")
     except UserError as e:  # a path that is not a train.py checkpoint, or data not found from here
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
