@@ -1,4 +1,4 @@
-"""Checkpoint -> model, for eval.py and predict.py (and resuming in train.py).
+"""Checkpoint -> model, for eval.py, predict.py and the scripts (and resuming in train.py).
 
 A checkpoint is read with `torch.load(weights_only=True)` whatever the environment says
 (TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD only overrides calls that do not pass it), so no pickled code runs. The model is
@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from fmnist_lit import models
+from fmnist_lit.hardware import resolve_precision
 from fmnist_lit.utils import UserError
 
 # The callables a run's config may name. Each takes plain values (numbers, strings, lists) or another allowed
@@ -198,3 +199,16 @@ def load_model(run_cfg: DictConfig, ckpt: dict[str, Any], ckpt_path: str | Path)
         detail = " ".join(str(e).split())[:200]
         raise UserError(f"ckpt_path={ckpt_path}: weights do not fit the run's model ({detail})") from None
     return model
+
+
+def cpu_trainer(run_cfg: DictConfig) -> L.Trainer:
+    """A quiet CPU Trainer at the run's precision, for scripts that evaluate a run's checkpoints again (no logs,
+    checkpoints, summary or bar)."""
+    return L.Trainer(
+        accelerator="cpu",
+        precision=resolve_precision(run_cfg.trainer.get("precision", "auto"), "cpu"),
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        enable_progress_bar=False,
+    )

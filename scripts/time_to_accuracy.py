@@ -20,12 +20,10 @@ import sys
 import time
 from pathlib import Path
 
-import lightning as L
 from hydra.utils import instantiate
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from fmnist_lit.checkpoint import load_model, read_checkpoint, run_config
-from fmnist_lit.hardware import resolve_precision
+from fmnist_lit.checkpoint import cpu_trainer, load_model, read_checkpoint, run_config
 from fmnist_lit.utils import UserError
 
 
@@ -71,14 +69,7 @@ def checkpoint_test_acc(run_dir: Path) -> list[tuple[float, float]]:
     if ckpts and any(c.name not in done for c in ckpts):
         _, cfg = run_config(ckpts[0])
         dm = instantiate(cfg.data)
-        trainer = L.Trainer(
-            accelerator="cpu",
-            precision=resolve_precision(cfg.trainer.get("precision", "auto"), "cpu"),
-            logger=False,
-            enable_checkpointing=False,
-            enable_model_summary=False,
-            enable_progress_bar=False,
-        )
+        trainer = cpu_trainer(cfg)
         for c in ckpts:
             if c.name not in done:
                 model = load_model(cfg, read_checkpoint(c), c)

@@ -13,14 +13,12 @@ import statistics
 import sys
 from pathlib import Path
 
-import lightning as L
 from hydra.utils import instantiate
 
 # the package of the checkout this script lives in (not whichever copy is installed), like train.py at the root
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from fmnist_lit.checkpoint import load_model, read_checkpoint, run_config
+from fmnist_lit.checkpoint import cpu_trainer, load_model, read_checkpoint, run_config
 from fmnist_lit.console import quiet_third_party
-from fmnist_lit.hardware import resolve_precision
 from fmnist_lit.utils import UserError
 
 
@@ -29,14 +27,7 @@ def val_metrics(ckpt: Path, tta_flip: bool) -> tuple[float, float]:
     _, cfg = run_config(ckpt)
     cfg.model.tta_flip = tta_flip
     model = load_model(cfg, read_checkpoint(ckpt), ckpt)
-    trainer = L.Trainer(
-        accelerator="cpu",
-        precision=resolve_precision(cfg.trainer.get("precision", "auto"), "cpu"),
-        logger=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        enable_progress_bar=False,
-    )
+    trainer = cpu_trainer(cfg)
     m = trainer.validate(model, datamodule=instantiate(cfg.data), verbose=False)[0]
     return m["val/acc"], m["val/loss"]
 
