@@ -299,13 +299,17 @@ def test_ema_update_matches_the_per_tensor_formula(warmup):
     assert got["1.num_batches_tracked"] == net[1].num_batches_tracked == 4  # the lazy-init pass counted too
 
 
-def test_tta_val_compares_flip_tta_on_the_validation_split(ema_run):
+def test_tta_val_compares_flip_tta_on_the_validation_split(ema_run, tmp_path):
     """scripts/tta_val.py: with TTA it reproduces the run's own val/acc of that epoch (the run validated with flip
-    TTA); without, it is the same weights on the unmirrored images alone."""
+    TTA); without, it is the same weights on the unmirrored images alone. A bad path is one error line (exit 2),
+    and the other checkpoints are still evaluated."""
     run_dir, _ = ema_run
     ckpt = run_dir / "checkpoints" / "every_epoch" / "epoch002.ckpt"
-    proc = run_script("scripts/tta_val.py", str(ckpt), str(ckpt), env={"PYTHONPATH": str(ROOT)})
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    bad = tmp_path / "stray.ckpt"
+    bad.write_bytes(b"")
+    proc = run_script("scripts/tta_val.py", str(bad), str(ckpt), str(ckpt), env={"PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert f"error: ckpt_path={bad}: no " in proc.stderr and "Traceback" not in proc.stderr
     rows = [r.split(",") for r in (run_dir / "csv" / "metrics.csv").read_text().splitlines()]
     head = rows[0]
     ep, acc, loss = (head.index(k) for k in ("epoch", "val/acc", "val/loss"))
