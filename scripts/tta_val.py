@@ -22,16 +22,20 @@ from fmnist_lit.console import quiet_third_party
 from fmnist_lit.utils import UserError
 
 
-def val_metrics(ckpt: Path, tta_flip: bool) -> tuple[float, float]:
-    """(val acc, val loss) of the checkpoint's weights on its run's validation split."""
+def val_metrics(ckpt: Path) -> tuple[tuple[float, float], tuple[float, float]]:
+    """((val acc, val loss) with flip TTA, the same without) of the checkpoint's weights on its run's validation
+    split; the config, checkpoint and data are read once for both passes."""
     _, cfg = run_config(ckpt)
-    cfg.model.tta_flip = tta_flip
     model = load_model(cfg, read_checkpoint(ckpt), ckpt)
-    trainer = cpu_trainer(cfg)
-    m = trainer.validate(model, datamodule=instantiate(cfg.data), verbose=False)
-    if not m:
-        raise UserError(f"{ckpt}: its run has no validation split (data.val_size=0)")
-    return m[0]["val/acc"], m[0]["val/loss"]
+    trainer, dm = cpu_trainer(cfg), instantiate(cfg.data)
+    out = []
+    for tta_flip in (True, False):
+        model.hparams.tta_flip = tta_flip  # read by eval_logits at every validation step
+        m = trainer.validate(model, datamodule=dm, verbose=False)
+        if not m:
+            raise UserError(f"{ckpt}: its run has no validation split (data.val_size=0)")
+        out.append((m[0]["val/acc"], m[0]["val/loss"]))
+    return out[0], out[1]
 
 
 def main() -> None:
@@ -44,7 +48,7 @@ def main() -> None:
     failed = 0
     for c in ap.parse_args().ckpts:
         try:
-            (on, on_loss), (off, off_loss) = val_metrics(c, True), val_metrics(c, False)
+            (on, on_loss), (off, off_loss) = val_metrics(c)
         # not a train.py checkpoint, no validation split, data not found: one error line, the rest still run
         except UserError as e:
             print(f"error: {e}", file=sys.stderr)

@@ -323,9 +323,8 @@ def test_tta_val_compares_flip_tta_on_the_validation_split(ema_run, tmp_path):
         logits = model.eval().eval_logits(D.normalize_uint8(dm.val_x))
     plain_acc = float((logits.argmax(1) == dm.val_y).float().mean())
     plain_loss = float(torch.nn.functional.cross_entropy(logits, dm.val_y))
-    assert (
-        abs(plain_loss - float(logged[loss])) > 1e-3
-    )  # the mirror pass changes the loss: the check can fail
+    # the mirror pass changes the loss, so the check below can fail
+    assert abs(plain_loss - float(logged[loss])) > 1e-3
     cells = [f"{float(logged[acc]):.2%}", f"{plain_acc:.2%}"]
     got = [r.strip("| ").split(" | ") for r in proc.stdout.splitlines() if r.startswith(f"| `{ckpt}`")]
     assert len(got) == 2 and all(g[1:3] == cells for g in got), proc.stdout
