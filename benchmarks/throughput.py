@@ -39,7 +39,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import open_dict
 
-from fmnist_lit.data import augment, normalize_uint8
+from fmnist_lit.batches import augment, normalize_uint8
 from fmnist_lit.hardware import cpu_name, resolve_precision
 from fmnist_lit.synthetic import write_tiny_root
 

@@ -5,8 +5,9 @@ Sources, in order: raw IDX files already under `root/FashionMNIST/raw/`; the Deb
 download. Every uncompressed file is checked (IDX header, size, md5) before a single batch is made.
 
 Fast path (default): each split is one uint8 tensor in memory, batches are index slices, and scaling,
-normalisation and augmentation happen per batch on the device (`on_after_batch_transfer`). On a GPU the uint8
-tensors themselves go to the device once (`keep_on_device`), so a step copies nothing from the host.
+normalisation and augmentation happen per batch on the device (`on_after_batch_transfer`, with fmnist_lit.batches).
+On a GPU the uint8 tensors themselves go to the device once (`keep_on_device`), so a step copies nothing from the
+host.
 `fast=false` keeps torchvision's per-image PIL/ToTensor path for comparison.
 """
 
@@ -16,11 +17,9 @@ import argparse
 import errno
 import gzip
 import hashlib
-import math
 import shutil
 import struct
 import sys
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 from torchvision.datasets import FashionMNIST
 
+from fmnist_lit.batches import MEAN, STD, TensorBatches, augment, normalize_uint8
 from fmnist_lit.csv_data import read_csv
 from fmnist_lit.utils import UserError
 
@@ -45,7 +45,6 @@ CLASSES = [
     "Bag",
     "Ankle boot",
 ]
-MEAN, STD = 0.2860, 0.3530  # of the 60k training pixels scaled to [0, 1]
 SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
 # md5 of the *uncompressed* official files (the Debian .gz files are recompressed, so their md5s differ).
 MD5 = {
@@ -179,97 +178,6 @@ def load_split(root: str | Path, train: bool) -> tuple[torch.Tensor, torch.Tenso
     return ds.data, ds.targets.long()
 
 
-class TensorBatches:
-    """Batches as index slices of in-memory tensors; one pass per `iter()` (one epoch).
-
-    The training order is a pure function of (seed, epoch): epoch e takes the e-th permutation drawn from a
-    generator seeded with `seed`, e read from `epoch_fn` (the trainer's epoch) when the pass starts. The position
-    is state: `state_dict()` (seed, epoch, batches handed out) goes into every checkpoint (through the DataModule's
-    state_dict) and comes back through `load_state_dict()` before the first batch, so a run resumed mid-epoch goes
-    on with the next batch of the same permutation.
-
-    With several processes (DDP) each rank takes a disjoint, strided share of the epoch's order. When shuffling
-    (training) the last `n % world_size` items of each epoch's permutation are dropped so every rank runs the same
-    number of steps (an extra step on one rank would hang the others' gradient all-reduce); evaluation keeps every
-    item, and uneven shards are fine there because metrics sync once at epoch end.
-    """
-
-    def __init__(
-        self,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        batch_size: int,
-        shuffle: bool,
-        seed: int = 0,
-        drop_last: bool = False,
-        rank: int = 0,
-        world_size: int = 1,
-        epoch_fn: Callable[[], int] | None = None,
-    ):
-        self.x, self.y, self.batch_size = x, y, batch_size
-        self.shuffle, self.drop_last, self.rank, self.world_size = shuffle, drop_last, rank, world_size
-        self.seed, self.epoch_fn = seed, epoch_fn
-        self.epoch, self.done = (
-            -1,
-            0,
-        )  # the pass under way (-1: none yet) and how many batches it has handed out
-        self._resume_at: tuple[int, int] | None = None
-        self._generator, self._draws = (
-            torch.Generator(),
-            -1,
-        )  # permutations drawn from it so far (-1: unseeded)
-
-    def state_dict(self) -> dict[str, int]:
-        return {"seed": self.seed, "epoch": self.epoch, "batches": self.done}
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        self.seed = state["seed"]
-        self._resume_at = (state["epoch"], state["batches"])
-        self._draws = -1
-
-    def _n_used(self) -> int:
-        n = len(self.x)
-        return n - n % self.world_size if self.shuffle else n
-
-    def _n_local(self) -> int:
-        return len(range(self.rank, self._n_used(), self.world_size))
-
-    def __len__(self) -> int:
-        n = self._n_local()
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
-
-    def _permutation(self, epoch: int) -> torch.Tensor:
-        """The epoch's order: the e-th draw, as an uninterrupted run makes them (earlier draws replayed if needed)."""
-        if self._draws < 0 or self._draws > epoch:
-            self._generator.manual_seed(self.seed)
-            self._draws = 0
-        while True:
-            perm = torch.randperm(len(self.x), generator=self._generator)
-            self._draws += 1
-            if self._draws > epoch:
-                return perm
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        epoch = self.epoch_fn() if self.epoch_fn is not None else self.epoch + 1
-        resume_epoch, start = self._resume_at or (epoch, 0)
-        self._resume_at = None
-        self.epoch, self.done = epoch, start if resume_epoch == epoch else 0
-        order = self._permutation(epoch) if self.shuffle else torch.arange(len(self.x))
-        # the order is drawn on the CPU (same permutation on every device); indices follow the data to its device
-        order = order[: self._n_used()][self.rank :: self.world_size].to(self.x.device)
-        for i in range(self.done, len(self)):
-            self.done = (
-                i + 1
-            )  # counted before the batch is handed out: a checkpoint taken after it resumes past it
-            idx = order[i * self.batch_size : (i + 1) * self.batch_size]
-            yield self.x[idx], self.y[idx]
-
-
-def normalize_uint8(x: torch.Tensor) -> torch.Tensor:
-    """(B, 28, 28) uint8 -> (B, 1, 28, 28) float, scaled to [0, 1] and standardised with the train stats."""
-    return (x.unsqueeze(1).float() / 255.0 - MEAN) / STD
-
-
 class _PILDataset(Dataset):
     """torchvision's classic per-image path: uint8 -> PIL -> ToTensor -> Normalize (the slow baseline)."""
 
@@ -282,55 +190,6 @@ class _PILDataset(Dataset):
 
     def __getitem__(self, i: int):
         return self.tf(transforms.functional.to_pil_image(self.x[i])), int(self.y[i])
-
-
-def augment(x: torch.Tensor, pad: int, flip: bool, erase: float = 0.0) -> torch.Tensor:
-    """Per-batch random translation (by up to `pad` px, zero fill), horizontal flip and random erasing (with
-    probability `erase` per image, see `random_erase`); x: (B, 1, H, W), normalised."""
-    b, _, h, w = x.shape
-    if pad > 0:
-        xp = torch.nn.functional.pad(x, (pad, pad, pad, pad))
-        dx = torch.randint(0, 2 * pad + 1, (b,), device=x.device)
-        dy = torch.randint(0, 2 * pad + 1, (b,), device=x.device)
-        # gather each image's crop with one indexed read: rows (B, H, 1), cols (B, 1, W)
-        rows = (dy[:, None] + torch.arange(h, device=x.device))[:, :, None]
-        cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, :]
-        x = xp[torch.arange(b, device=x.device)[:, None, None], 0, rows, cols].unsqueeze(1)
-    if flip:
-        mask = torch.rand(b, device=x.device) < 0.5
-        x = torch.where(mask[:, None, None, None], x.flip(3), x)
-    if erase > 0:
-        x = random_erase(x, erase)
-    return x
-
-
-def random_erase(
-    x: torch.Tensor, p: float, scale: tuple[float, float] = (0.02, 0.4), ratio: float = 0.3
-) -> torch.Tensor:
-    """Random erasing (Zhong et al. 2017), batched: with probability `p` per image, a rectangle of area
-    U(scale) x H x W and aspect ratio h/w log-uniform in [ratio, 1/ratio] is filled with uniform random pixel
-    values in [0, 1] (normalised like the images). x: (B, 1, H, W) normalised -> same shape and dtype.
-    The paper redraws a rectangle that does not fit; here its sides are clipped to the image instead."""
-    b, _, h, w = x.shape
-    dev = x.device
-    area = torch.empty(b, device=dev).uniform_(*scale) * h * w
-    log_r = torch.empty(b, device=dev).uniform_(math.log(ratio), -math.log(ratio))
-    eh = (area * log_r.exp()).sqrt().round().clamp(1, h).long()  # (B,) rectangle heights
-    ew = (area / log_r.exp()).sqrt().round().clamp(1, w).long()
-    top = (torch.rand(b, device=dev) * (h - eh + 1)).long()  # uniform in [0, h - eh]
-    left = (torch.rand(b, device=dev) * (w - ew + 1)).long()
-    rows = torch.arange(h, device=dev)[None, :, None]  # (1, H, 1)
-    cols = torch.arange(w, device=dev)[None, None, :]  # (1, 1, W)
-    inside = (
-        (rows >= top[:, None, None])
-        & (rows < (top + eh)[:, None, None])
-        & (cols >= left[:, None, None])
-        & (cols < (left + ew)[:, None, None])
-    )  # (B, H, W)
-    on = torch.rand(b, device=dev) < p
-    mask = (inside & on[:, None, None]).unsqueeze(1)  # (B, 1, H, W)
-    noise = (torch.rand(x.shape, device=dev, dtype=x.dtype) - MEAN) / STD
-    return torch.where(mask, noise, x)
 
 
 class FashionMNISTDataModule(L.LightningDataModule):

@@ -32,10 +32,11 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import nn
 
+from fmnist_lit.batches import MEAN, STD, normalize_uint8
 from fmnist_lit.calibration import stored_temperature
 from fmnist_lit.checkpoint import load_model, read_checkpoint, run_config
 from fmnist_lit.cli import CONF_DIR, exit_on_user_error, set_threads
-from fmnist_lit.data import CLASSES, MEAN, STD, normalize_uint8
+from fmnist_lit.data import CLASSES
 from fmnist_lit.utils import UserError
 
 log = logging.getLogger(__name__)

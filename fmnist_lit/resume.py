@@ -13,7 +13,7 @@ the run ends with the same weights as one that was never interrupted (same machi
   epoch would become "best").
 
 The rest is Lightning's: model, optimiser, scheduler and loop progress, other callbacks' state (EarlyStopping,
-WeightAveraging/EMA), and the train loader's own state (order and position, fmnist_lit.data.TensorBatches).
+WeightAveraging/EMA), and the train loader's own state (order and position, fmnist_lit.batches.TensorBatches).
 """
 
 from __future__ import annotations

@@ -23,8 +23,9 @@ from PIL import Image, ImageOps
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
 from fmnist_lit import photo
+from fmnist_lit.batches import normalize_uint8
 from fmnist_lit.checkpoint import load_model, read_checkpoint, run_config
-from fmnist_lit.data import CLASSES, load_split, normalize_uint8
+from fmnist_lit.data import CLASSES, load_split
 from fmnist_lit.photo_set import VARIANTS, write_set
 from fmnist_lit.plots import RIGHT, WRONG, image_grid
 from fmnist_lit.predict import predict

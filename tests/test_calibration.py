@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 from torchmetrics.functional.classification import multiclass_calibration_error
 
+from fmnist_lit.batches import normalize_uint8
 from fmnist_lit.calibration import (
     apply_temperature,
     fit_temperature,
@@ -18,7 +19,6 @@ from fmnist_lit.calibration import (
     stored_temperature,
 )
 from fmnist_lit.checkpoint import load_model, read_checkpoint, run_config
-from fmnist_lit.data import normalize_uint8
 from fmnist_lit.evaluate import evaluate
 from fmnist_lit.predict import predict
 from fmnist_lit.train import run

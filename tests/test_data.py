@@ -4,6 +4,7 @@ import shutil
 import pytest
 import torch
 
+from fmnist_lit import batches as B
 from fmnist_lit import data as D
 from fmnist_lit.csv_data import CSVFormatError, read_csv, write_csv
 from tests.conftest import make_datamodule, make_images
@@ -98,7 +99,7 @@ def test_bad_val_size(tiny_root, tmp_path, val_size):
 
 def test_tensor_batches_cover_epoch_once():
     x, y = torch.arange(103).view(-1, 1), torch.arange(103)
-    tb = D.TensorBatches(x, y, batch_size=10, shuffle=True, seed=0)
+    tb = B.TensorBatches(x, y, batch_size=10, shuffle=True, seed=0)
     assert len(tb) == 11
     seen = torch.cat([b[1] for b in tb])
     assert sorted(seen.tolist()) == list(range(103))
@@ -108,7 +109,7 @@ def test_tensor_batches_cover_epoch_once():
 def test_training_shards_have_equal_steps():
     """DDP training: every rank must run the same number of steps, and the shares must not overlap."""
     x, y = torch.arange(51).view(-1, 1), torch.arange(51)
-    shards = [D.TensorBatches(x, y, 5, shuffle=True, seed=3, rank=r, world_size=2) for r in (0, 1)]
+    shards = [B.TensorBatches(x, y, 5, shuffle=True, seed=3, rank=r, world_size=2) for r in (0, 1)]
     assert len(shards[0]) == len(shards[1]) == 5
     seen = [torch.cat([b[1] for b in s]) for s in shards]
     assert len(seen[0]) == len(seen[1]) == 25 and not set(seen[0].tolist()) & set(seen[1].tolist())
@@ -117,7 +118,7 @@ def test_training_shards_have_equal_steps():
 def test_tensor_batches_ranks_are_disjoint():
     x, y = torch.arange(50).view(-1, 1), torch.arange(50)
     shares = [
-        torch.cat([b[1] for b in D.TensorBatches(x, y, 7, shuffle=False, rank=r, world_size=2)])
+        torch.cat([b[1] for b in B.TensorBatches(x, y, 7, shuffle=False, rank=r, world_size=2)])
         for r in (0, 1)
     ]
     assert sorted(torch.cat(shares).tolist()) == list(range(50))
@@ -125,19 +126,19 @@ def test_tensor_batches_ranks_are_disjoint():
 
 def test_normalize_and_augment_shapes():
     x = torch.randint(0, 256, (8, 28, 28), dtype=torch.uint8)
-    z = D.normalize_uint8(x)
+    z = B.normalize_uint8(x)
     assert z.shape == (8, 1, 28, 28) and z.dtype == torch.float32
-    assert torch.allclose(z[0, 0], (x[0].float() / 255 - D.MEAN) / D.STD)
-    a = D.augment(z, pad=2, flip=True)
+    assert torch.allclose(z[0, 0], (x[0].float() / 255 - B.MEAN) / B.STD)
+    a = B.augment(z, pad=2, flip=True)
     assert a.shape == z.shape
-    assert torch.equal(D.augment(z, pad=0, flip=False), z)
+    assert torch.equal(B.augment(z, pad=0, flip=False), z)
 
 
 def test_augment_translation_is_a_shift():
     x = torch.zeros(1, 1, 28, 28)
     x[0, 0, 10, 10] = 1
     torch.manual_seed(0)
-    out = D.augment(x, pad=2, flip=False)
+    out = B.augment(x, pad=2, flip=False)
     r, c = (out[0, 0] == 1).nonzero()[0].tolist()
     assert abs(r - 10) <= 2 and abs(c - 10) <= 2 and out.sum() == 1
 
@@ -146,7 +147,7 @@ def test_pil_path_matches_fast_path(tiny_root, tmp_path):
     dm = make_datamodule(tiny_root, tmp_path)
     dm.setup()
     img, _ = D._PILDataset(dm.test_x, dm.test_y)[3]
-    assert torch.allclose(img, D.normalize_uint8(dm.test_x[3:4])[0], atol=1e-6)
+    assert torch.allclose(img, B.normalize_uint8(dm.test_x[3:4])[0], atol=1e-6)
 
 
 @pytest.mark.parametrize(

@@ -8,9 +8,10 @@ import pytest
 import torch
 from PIL import Image
 
+from fmnist_lit.batches import normalize_uint8
 from fmnist_lit.calibration import stored_temperature
 from fmnist_lit.checkpoint import load_model, read_checkpoint, run_config
-from fmnist_lit.data import CLASSES, normalize_uint8
+from fmnist_lit.data import CLASSES
 from fmnist_lit.photo import to_fmnist
 from fmnist_lit.predict import main, predict
 from fmnist_lit.train import run

@@ -13,7 +13,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch.optim.swa_utils import AveragedModel
 
-from fmnist_lit import data as D
+from fmnist_lit import batches as B
 from fmnist_lit.callbacks import EMA
 from fmnist_lit.evaluate import evaluate
 from fmnist_lit.module import LitClassifier
@@ -22,18 +22,18 @@ from tests.conftest import ROOT, compose_cfg, make_datamodule, run_script
 from tests.test_report import eval_cfg
 from tests.test_train import train_cli
 
-LO, HI = (0 - D.MEAN) / D.STD, (1 - D.MEAN) / D.STD  # the normalised pixel range
+LO, HI = (0 - B.MEAN) / B.STD, (1 - B.MEAN) / B.STD  # the normalised pixel range
 
 
 def batch(n: int = 64, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
-    return D.normalize_uint8(torch.randint(0, 256, (n, 28, 28), dtype=torch.uint8, generator=g))
+    return B.normalize_uint8(torch.randint(0, 256, (n, 28, 28), dtype=torch.uint8, generator=g))
 
 
 def test_augment_keeps_shape_dtype_and_range():
     x = batch()
     for kw in ({"pad": 2, "flip": True, "erase": 1.0}, {"pad": 0, "flip": False, "erase": 0.5}):
-        out = D.augment(x, **kw)
+        out = B.augment(x, **kw)
         assert out.shape == x.shape and out.dtype == x.dtype
         assert out.min() >= LO - 1e-6 and out.max() <= HI + 1e-6
 
@@ -41,7 +41,7 @@ def test_augment_keeps_shape_dtype_and_range():
 def test_erasing_is_one_rectangle_inside_the_image():
     x = torch.full((256, 1, 28, 28), float("nan"))  # any erased pixel becomes a number
     torch.manual_seed(0)
-    out = D.random_erase(x, p=1.0)
+    out = B.random_erase(x, p=1.0)
     areas = []
     for img in out[:, 0]:
         rows, cols = (~img.isnan()).nonzero(as_tuple=True)
@@ -53,8 +53,8 @@ def test_erasing_is_one_rectangle_inside_the_image():
         h, w = int(r1 - r0 + 1), int(c1 - c0 + 1)
         assert h / w <= 1 / 0.3 + 1 and w / h <= 1 / 0.3 + 1  # aspect within [0.3, 1/0.3] up to rounding
     assert 0.01 <= min(areas) and max(areas) <= 0.45  # scale (0.02, 0.4) of the image, up to rounding
-    assert torch.isnan(D.random_erase(x, p=0.0)).all()  # p=0: nothing erased
-    share = (~torch.isnan(D.random_erase(x, p=0.5)).flatten(1)).any(1).float().mean()
+    assert torch.isnan(B.random_erase(x, p=0.0)).all()  # p=0: nothing erased
+    share = (~torch.isnan(B.random_erase(x, p=0.5)).flatten(1)).any(1).float().mean()
     assert 0.35 < share < 0.65
 
 
@@ -63,10 +63,10 @@ def test_per_batch_augmentation_is_reproducible_under_a_seed():
     outs = []
     for _ in range(2):
         torch.manual_seed(123)
-        outs.append(D.augment(x, pad=2, flip=True, erase=0.5))
+        outs.append(B.augment(x, pad=2, flip=True, erase=0.5))
     assert torch.equal(*outs)
     torch.manual_seed(124)
-    assert not torch.equal(outs[0], D.augment(x, pad=2, flip=True, erase=0.5))
+    assert not torch.equal(outs[0], B.augment(x, pad=2, flip=True, erase=0.5))
 
 
 def test_augmentation_only_in_training(tmp_path, tiny_root):
@@ -75,7 +75,7 @@ def test_augmentation_only_in_training(tmp_path, tiny_root):
     )
     raw = torch.randint(0, 256, (32, 28, 28), dtype=torch.uint8)
     y = torch.zeros(32, dtype=torch.long)
-    want = D.normalize_uint8(raw)
+    want = B.normalize_uint8(raw)
     for trainer in (None, SimpleNamespace(training=False)):  # no trainer, or validate/test/predict
         dm.trainer = trainer
         assert torch.equal(dm.on_after_batch_transfer((raw, y), 0)[0], want)
@@ -168,7 +168,7 @@ def test_eval_and_test_each_epoch_see_the_averaged_weights(ema_run, tmp_path, ti
     dm.setup()
     with torch.no_grad():
         raw_loss = torch.nn.functional.cross_entropy(
-            model.eval().eval_logits(D.normalize_uint8(dm.test_x)), dm.test_y
+            model.eval().eval_logits(B.normalize_uint8(dm.test_x)), dm.test_y
         )
     assert abs(float(raw_loss) - float(m["test_loss"])) > 1e-4
 
@@ -320,7 +320,7 @@ def test_tta_val_compares_flip_tta_on_the_validation_split(ema_run, tmp_path):
     dm = instantiate(cfg.data)  # the run's own split
     dm.setup()
     with torch.no_grad():
-        logits = model.eval().eval_logits(D.normalize_uint8(dm.val_x))
+        logits = model.eval().eval_logits(B.normalize_uint8(dm.val_x))
     plain_acc = float((logits.argmax(1) == dm.val_y).float().mean())
     plain_loss = float(torch.nn.functional.cross_entropy(logits, dm.val_y))
     # the mirror pass changes the loss, so the check below can fail

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from fmnist_lit.data import TensorBatches
+from fmnist_lit.batches import TensorBatches
 from fmnist_lit.resume import AtomicCheckpointIO, ResumableCheckpoint, rng_states, set_rng_states
 from fmnist_lit.train import run
 from tests.conftest import TINY, compose_cfg, make_datamodule, run_script
