@@ -2,7 +2,8 @@
 
 Sources, in order: raw IDX files already under `root/FashionMNIST/raw/`; the Debian/Ubuntu package
 `dataset-fashion-mnist` (`/usr/share/datasets/fashion-mnist/*.gz`, decompressed into `root`); torchvision's
-download. Every uncompressed file is checked (IDX header, size, md5) before a single batch is made.
+download. Every uncompressed file is checked (IDX header, size, labels in 0..9, md5) before a single batch is
+made.
 
 Fast path (default): each split is one uint8 tensor in memory, batches are index slices, and scaling,
 normalisation and augmentation happen per batch on the device (`on_after_batch_transfer`, with fmnist_lit.batches).
@@ -88,6 +89,19 @@ def _check_idx(path: Path) -> int:
     return n
 
 
+def _check_labels(path: Path) -> None:
+    """Every label a class index 0..9 (the md5 vouches for the official files only; custom data is read too)."""
+    # (N,) uint8 after the 8-byte header; N is at most 60k for Fashion-MNIST-sized files
+    labels = torch.frombuffer(bytearray(path.read_bytes()[8:]), dtype=torch.uint8)
+    bad = (labels > len(CLASSES) - 1).nonzero()
+    if len(bad):
+        i = int(bad[0])
+        raise DatasetError(
+            f"{path}: label {int(labels[i])} at item {i} is outside 0..{len(CLASSES) - 1} "
+            f"({len(bad)} labels out of range)"
+        )
+
+
 def _md5(path: Path) -> str:
     h = hashlib.md5()
     with path.open("rb") as f:
@@ -102,6 +116,8 @@ def verify_raw(raw: Path, check_md5: bool = True) -> None:
     for name, md5 in MD5.items():
         path = raw / name
         counts[name] = _check_idx(path)
+        if "labels" in name:
+            _check_labels(path)
         if check_md5 and _md5(path) != md5:
             raise DatasetError(f"{path}: md5 mismatch (corrupted or not the official Fashion-MNIST file)")
     for split in ("train", "t10k"):

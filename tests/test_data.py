@@ -39,6 +39,21 @@ def test_bad_header_named(tiny_root, tmp_path):
         D.verify_raw(raw, check_md5=False)
 
 
+def test_label_out_of_range_is_named_without_md5(tiny_root, tmp_path):
+    """data.check_md5=false (custom data): the labels are still checked, before a batch is made."""
+    raw = copy_root(tiny_root, tmp_path / "r")
+    f = raw / "train-labels-idx1-ubyte"
+    labels = bytearray(f.read_bytes())
+    # item 7 (after the 8-byte header): a value no class has
+    labels[8 + 7] = 200
+    f.write_bytes(bytes(labels))
+    dm = make_datamodule(tmp_path / "r", tmp_path / "cfg", check_md5=False)
+    with pytest.raises(D.DatasetError) as e:
+        dm.prepare_data()
+    message = str(e.value)
+    assert f"{f}: label 200 at item 7 is outside 0..9" in message and "\n" not in message
+
+
 def test_missing_file_gives_both_fixes(tmp_path, monkeypatch):
     monkeypatch.setattr(D, "SYSTEM_DIR", tmp_path / "nowhere")
     with pytest.raises(D.DatasetError) as e:
