@@ -92,10 +92,12 @@ class TimeToAccuracy(L.Callback):
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         dm, correct, n = trainer.datamodule, 0, 0
         pl_module.eval()
-        with trainer.precision_plugin.forward_context():  # the autocast that training uses
+        # the autocast that training uses
+        with trainer.precision_plugin.forward_context():
             for x, y in dm.test_dataloader():
                 x, y = x.to(pl_module.device), y.to(pl_module.device)
-                x = x if x.is_floating_point() else normalize_uint8(x)  # fast path: uint8 (B, 28, 28)
+                # fast path: uint8 (B, 28, 28)
+                x = x if x.is_floating_point() else normalize_uint8(x)
                 if dm.hparams.channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
                 correct, n = correct + int((pl_module(x).argmax(1) == y).sum()), n + len(y)
@@ -112,13 +114,16 @@ def window_rates(times: list[float], batch: int, warmup: int, window: int) -> li
 
 def plain_loop(cfg, dm, n_steps: int, precision: str, device: torch.device) -> list[float]:
     """(e): c's net, loss, optimiser, schedule, data and precision with no framework; perf_counter per step."""
-    lit = instantiate(cfg.model)  # builds the net exactly as the LightningModule does (channels_last)
+    # builds the net exactly as the LightningModule does (channels_last)
+    lit = instantiate(cfg.model)
     net, crit, hp = lit.net.to(device).train(), lit.criterion, dm.hparams
     opt = instantiate(cfg.optimizer)(params=net.parameters())
     sched = instantiate(cfg.scheduler)(optimizer=opt, total_steps=n_steps) if cfg.get("scheduler") else None
-    dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(precision)  # Lightning's autocast
+    # Lightning's autocast
+    dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(precision)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype is torch.float16)
-    dm.train_x, dm.train_y = dm.train_x.to(device), dm.train_y.to(device)  # as data.keep_on_device
+    # as data.keep_on_device
+    dm.train_x, dm.train_y = dm.train_x.to(device), dm.train_y.to(device)
     batches, times = iter(dm.train_dataloader()), []
     for _ in range(n_steps):
         x, y = next(batches)
@@ -153,7 +158,8 @@ def throughput(model: str, path: str, precision: str, args, out: Path) -> dict[s
     overrides += [f"trainer.limit_train_batches={n_steps}", *args.device_overrides, *args.data_overrides]
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=overrides, return_hydra_config=True)
-    HydraConfig().set_config(cfg)  # the config reads ${hydra:runtime.choices...}, as in a train.py run
+    # the config reads ${hydra:runtime.choices...}, as in a train.py run
+    HydraConfig().set_config(cfg)
     with open_dict(cfg):
         del cfg.hydra
     prec = resolve_precision(precision, cfg.trainer.accelerator)
@@ -163,7 +169,8 @@ def throughput(model: str, path: str, precision: str, args, out: Path) -> dict[s
     t0 = time.perf_counter()
     if plain:
         times = plain_loop(cfg, dm, n_steps, prec, torch.device(args.accelerator))
-    else:  # the project's callbacks and loggers, as a user's run has them (checkpointing off)
+    else:
+        # the project's callbacks and loggers, as a user's run has them (checkpointing off)
         timer = StepTimer()
         callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
         loggers = [instantiate(c) for c in cfg.logger.values() if c is not None]
@@ -232,7 +239,8 @@ def record(row: dict[str, Any], args) -> dict[str, Any]:
         "command": args.command,
     } | row
     print(json.dumps(row), flush=True)
-    if args.results is not None:  # after every measurement: a long run keeps what it measured
+    if args.results is not None:
+        # after every measurement: a long run keeps what it measured
         args.results.parent.mkdir(parents=True, exist_ok=True)
         with args.results.open("a") as f:
             f.write(json.dumps(row) + "\n")
@@ -316,7 +324,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="fmnist_bench_") as tmp:
         out = Path(tmp)
         args.data_overrides = [f"data.root={ROOT / 'data'}"]
-        if args.synthetic:  # batch 32: 15 steps an epoch on the 500 training images
+        if args.synthetic:
+            # batch 32: 15 steps an epoch on the 500 training images
             args.data_overrides = [f"data.root={write_tiny_root(out / 'data')}", *SYNTHETIC.split()]
             args.batch, args.warmup, args.window, args.windows = 32, 1, 2, 2
             args.train_overrides += [*args.data_overrides, "data.batch_size=32", "trainer.max_epochs=1"]

@@ -12,8 +12,6 @@ import argparse
 import sys
 from pathlib import Path
 
-# the package of the checkout this script lives in (not whichever copy is installed), like train.py at the root
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from fmnist_lit.leaderboard import find_jobs, write_leaderboard
 
 

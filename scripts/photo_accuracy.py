@@ -1,6 +1,6 @@
-"""predict.py's accuracy on product-photo-like files made from real test images (fmnist_lit/photo_set.py), per
-variant, next to the 28x28 originals. The "before" column is the conversion predict.py used up to commit 21074ef
-(grayscale, the whole canvas fitted into 28x28, inverted if the border is light), with the same model.
+"""predict.py's accuracy on product-photo-like files made from real test images (scripts/photo_set.py), per
+variant, next to the 28x28 originals. The "before" column is a naive conversion (grayscale, the whole canvas
+fitted into 28x28, inverted if the border is light), with the same model.
 
     python scripts/photo_accuracy.py outputs/photo_ckpt/checkpoints/last.ckpt --n 300 \\
         --figure docs/figures/photo_inputs.png
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -20,18 +19,18 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageOps
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
-
 from fmnist_lit import photo
 from fmnist_lit.batches import normalize_uint8
 from fmnist_lit.checkpoint import load_model, read_checkpoint, run_config
 from fmnist_lit.data import CLASSES, load_split
-from fmnist_lit.photo_set import VARIANTS, write_set
+from fmnist_lit.hardware import cpu_name
 from fmnist_lit.plots import RIGHT, WRONG, image_grid
 from fmnist_lit.predict import predict
-from fmnist_lit.utils import cpu_name
 
-FIGURE_VARIANTS = ("white_jpeg", "grey_jpeg", "rgba_png")  # the before/after rows of --figure
+from photo_set import VARIANTS, write_set
+
+# the before/after rows of --figure
+FIGURE_VARIANTS = ("white_jpeg", "grey_jpeg", "rgba_png")
 
 
 def _as_tensor(g: Image.Image) -> torch.Tensor:
@@ -44,7 +43,7 @@ def _border_mean(g: Image.Image) -> int:
 
 
 def before_28(path: Path) -> torch.Tensor:
-    """predict.py's conversion at commit 21074ef (`--invert auto`), for the "before" column: (28, 28) uint8."""
+    """The naive conversion (as `--invert auto`), for the "before" column: (28, 28) uint8."""
     g = ImageOps.exif_transpose(Image.open(path)).convert("L")
     g = ImageOps.pad(g, (28, 28), method=Image.Resampling.LANCZOS, color=_border_mean(g))
     x = _as_tensor(g)
@@ -116,7 +115,7 @@ def main() -> int:
     ref = table[0][3]
     levels = ", ".join(f"{k}={getattr(photo, k)}" for k in ("TRIM_LEVEL", "SHARPEN", "FLOOR"))
     print(f"\nmodel {ckpt}; photo.py {levels}; {cpu_name()}, {a.threads} thread(s)\n")
-    print("| variant | files | before (21074ef) | after | after - original | s per file |")
+    print("| variant | files | before (naive) | after | after - original | s per file |")
     print("|---|---|---|---|---|---|")
     for v, n, b, f, sec in table:
         print(

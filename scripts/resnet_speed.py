@@ -21,13 +21,13 @@ def images_per_second(
     torch.manual_seed(0)
     net = ResNet(widths, blocks).to(memory_format=torch.channels_last).train()
     opt = torch.optim.AdamW(net.parameters(), lr=1e-3, fused=True)
-    fwd = (
-        torch.compile(net) if compiled else net
-    )  # what model.compile=true does; compiles in the warm-up steps
+    # what model.compile=true does; compiles in the warm-up steps
+    fwd = torch.compile(net) if compiled else net
     x = torch.randn(batch, 1, 28, 28).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (batch,))
     times = []
-    for i in range(steps + 2):  # two warm-up steps (oneDNN picks and caches kernels; torch.compile compiles)
+    # two warm-up steps (oneDNN picks and caches kernels; torch.compile compiles)
+    for i in range(steps + 2):
         t = time.perf_counter()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             loss = torch.nn.functional.cross_entropy(fwd(x).float(), y)
@@ -36,7 +36,8 @@ def images_per_second(
         opt.step()
         if i >= 2:
             times.append(time.perf_counter() - t)
-    return batch / sorted(times)[len(times) // 2]  # median step
+    # median step
+    return batch / sorted(times)[len(times) // 2]
 
 
 def main() -> None:

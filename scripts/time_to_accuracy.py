@@ -73,7 +73,8 @@ def checkpoint_test_acc(run_dir: Path) -> list[tuple[float, float]]:
         for c in ckpts:
             if c.name not in done:
                 model = load_model(cfg, read_checkpoint(c), c)
-                t = time.perf_counter()  # what the same test pass costs inside a run (report.test_each_epoch)
+                # what the same test pass costs inside a run (report.test_each_epoch)
+                t = time.perf_counter()
                 acc = trainer.test(model, datamodule=dm, verbose=False)[0]["test/acc"]
                 t = time.perf_counter() - t
                 done[c.name] = {"file": c.name, "mtime": mtimes[c.name], "test_acc": acc, "test_s": t}
@@ -101,7 +102,8 @@ def summarise(run_dir: Path, targets: tuple[float, ...] = (0.94, 0.95)) -> dict 
     print("| epoch | s from launch | val acc | test acc |\n|---|---|---|---|")
     for i, (t, acc) in enumerate(test):
         v = f"{val[i][1]:.4f}" if i < len(val) else ""
-        print(f"| {i + 1} | {t - t0:.0f} | {v} | {acc:.4f} |")  # epochs from 1, as in checkpoint names
+        # epochs from 1, as in checkpoint names
+        print(f"| {i + 1} | {t - t0:.0f} | {v} | {acc:.4f} |")
     for target in targets:
         hit = next(((i, t - t0) for i, (t, a) in enumerate(test) if a >= target), None)
         print(
@@ -130,10 +132,12 @@ def main() -> None:
     ap.add_argument("runs", nargs="+", type=Path)
     try:
         finished = [d for d in map(summarise, ap.parse_args().runs) if d]
-    except UserError as e:  # e.g. the run's data root is not found from here: run from the repository root
+    except UserError as e:
+        # e.g. the run's data root is not found from here: run from the repository root
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
-    if len(finished) > 1:  # the README row: the seeds' mean ± std and the range of wall times
+    if len(finished) > 1:
+        # the README row: the seeds' mean ± std and the range of wall times
         walls = sorted(d["wall_seconds"] for d in finished)
         print(
             f"{len(finished)} finished runs (seeds {', '.join(str(d['seed']) for d in finished)}): "

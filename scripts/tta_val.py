@@ -15,8 +15,6 @@ from pathlib import Path
 
 from hydra.utils import instantiate
 
-# the package of the checkout this script lives in (not whichever copy is installed), like train.py at the root
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from fmnist_lit.checkpoint import cpu_trainer, load_model, read_checkpoint, run_config
 from fmnist_lit.console import quiet_third_party
 from fmnist_lit.utils import UserError
@@ -30,7 +28,8 @@ def val_metrics(ckpt: Path) -> tuple[tuple[float, float], tuple[float, float]]:
     trainer, dm = cpu_trainer(cfg), instantiate(cfg.data)
     out = []
     for tta_flip in (True, False):
-        model.hparams.tta_flip = tta_flip  # read by eval_logits at every validation step
+        # read by eval_logits at every validation step
+        model.hparams.tta_flip = tta_flip
         m = trainer.validate(model, datamodule=dm, verbose=False)
         if not m:
             raise UserError(f"{ckpt}: its run has no validation split (data.val_size=0)")
@@ -41,12 +40,14 @@ def val_metrics(ckpt: Path) -> tuple[tuple[float, float], tuple[float, float]]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("ckpts", nargs="+", type=Path)
-    quiet_third_party()  # Lightning's advertisements
+    args = ap.parse_args()
+    # Lightning's advertisements
+    quiet_third_party()
     gains = []
     print("| checkpoint | val acc, flip TTA | no TTA | TTA gain (points) | val loss, flip TTA | no TTA |")
     print("|---|---|---|---|---|---|")
     failed = 0
-    for c in ap.parse_args().ckpts:
+    for c in args.ckpts:
         try:
             (on, on_loss), (off, off_loss) = val_metrics(c)
         # not a train.py checkpoint, no validation split, data not found: one error line, the rest still run

@@ -1,14 +1,16 @@
-"""The photo -> 28x28 conversion (fmnist_lit/photo.py) on synthetic images, and the photo-like set builder."""
+"""The photo -> 28x28 conversion (fmnist_lit/photo.py) on synthetic images, and the photo-like set builder
+(scripts/photo_set.py)."""
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from fmnist_lit import photo_set
 from fmnist_lit.photo import to_fmnist, to_gray
 from fmnist_lit.utils import UserError
 from tests.conftest import make_images
+
+import photo_set
 
 
 def garment(h: int = 400, w: int = 300, box=(60, 40, 300, 160), level: int = 40) -> np.ndarray:

@@ -136,7 +136,8 @@ def test_photo_like_set_accuracy_on_real_data(tmp_path):
     """experiment=fast on the real data (~40 s on 1 thread), then 200 test images as white JPEGs and RGBA cut-outs:
     within 5 points of the 28x28 originals (predict.py before the dataset's conversion: 38% on white JPEGs)."""
     from fmnist_lit import data as D
-    from fmnist_lit.photo_set import write_set
+
+    from photo_set import write_set
 
     if not all((ROOT / "data" / "FashionMNIST" / "raw" / n).exists() for n in D.MD5):
         pytest.skip("real Fashion-MNIST not in data/")

@@ -6,7 +6,9 @@ Each (28, 28) uint8 image (light garment on black) is read as the garment's opac
 formats of `VARIANTS`. Everything is drawn from `numpy.random.default_rng([seed, index, variant])`, so a file
 depends only on (seed, image, index, variant) and the same call writes the same bytes.
 
-    python -m fmnist_lit.photo_set photos/ --n 300       # the first 300 official test images, every variant
+    python scripts/photo_set.py photos/ --n 300       # the first 300 official test images, every variant
+
+scripts/photo_accuracy.py measures predict.py on such a set (docs/PHOTOS.md).
 """
 
 from __future__ import annotations
@@ -23,12 +25,18 @@ from fmnist_lit.data import CLASSES
 # name -> file suffix; `original` is the 28x28 image itself, the reference the others are compared with
 VARIANTS = {
     "original": ".png",
-    "white_jpeg": ".jpg",  # white background
-    "grey_jpeg": ".jpg",  # light-grey background
-    "rgba_png": ".png",  # cut-out: transparent background (black RGB under it), no shadow
-    "exif_jpeg": ".jpg",  # pixels stored rotated, EXIF orientation tag that turns them upright
-    "png16": ".png",  # 16-bit grayscale
-    "palette_png": ".png",  # 64-colour palette
+    # white background
+    "white_jpeg": ".jpg",
+    # light-grey background
+    "grey_jpeg": ".jpg",
+    # cut-out: transparent background (black RGB under it), no shadow
+    "rgba_png": ".png",
+    # pixels stored rotated, EXIF orientation tag that turns them upright
+    "exif_jpeg": ".jpg",
+    # 16-bit grayscale
+    "png16": ".png",
+    # 64-colour palette
+    "palette_png": ".png",
 }
 LUMA = np.array([0.299, 0.587, 0.114])
 # stored pixels for EXIF orientation tag t are the upright image under the inverse of the tag's display transform
@@ -38,9 +46,11 @@ EXIF_STORE = {3: Image.Transpose.ROTATE_180, 6: Image.Transpose.ROTATE_90, 8: Im
 def _place(x: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, int]:
     """(28, 28) uint8 -> ((H, W) float opacity in [0, 1]: the upscaled garment off-centre on a larger canvas,
     the side of the upscaled 28x28 in pixels)."""
-    s = int(rng.integers(200, 601))  # tile side in pixels
+    # tile side in pixels
+    s = int(rng.integers(200, 601))
     tile = Image.fromarray(x.astype(np.float32) / 255, "F").resize((s, s), Image.Resampling.BICUBIC)
-    aspect = rng.choice([4 / 3, 1.0, 3 / 4])  # width / height: landscape, square, portrait
+    # width / height: landscape, square, portrait
+    aspect = rng.choice([4 / 3, 1.0, 3 / 4])
     side = s * rng.uniform(1.2, 1.8)
     w, h = round(side * max(1, aspect)), round(side / min(1, aspect))
     margin = round(0.04 * s)
@@ -58,7 +68,8 @@ def _shadow(alpha: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarra
     blurred = Image.fromarray((alpha * 255).astype(np.uint8)).filter(blur)
     dy, dx = round(rng.uniform(0.01, 0.04) * size), round(rng.uniform(-0.03, 0.03) * size)
     m, h, w = np.asarray(blurred, np.float32) / 255, *alpha.shape
-    shifted = np.zeros_like(m)  # m moved by (dy >= 0, dx), zeros where nothing moved in
+    # m moved by (dy >= 0, dx), zeros where nothing moved in
+    shifted = np.zeros_like(m)
     shifted[dy:, max(dx, 0) : w + min(dx, 0)] = m[: h - dy, max(-dx, 0) : w + min(-dx, 0)]
     return rng.uniform(0.15, 0.35) * shifted
 
@@ -66,11 +77,14 @@ def _shadow(alpha: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarra
 def photo(x: np.ndarray, rng: np.random.Generator, background: float) -> np.ndarray:
     """(28, 28) uint8 -> (H, W, 3) float RGB in [0, 1]: a dark garment photographed on `background`."""
     alpha, size = _place(x, rng)
-    alpha = alpha[..., None]  # (H, W, 1)
-    colour = rng.uniform(0.0, 0.25, 3)  # a dark garment
+    # (H, W, 1)
+    alpha = alpha[..., None]
+    # a dark garment
+    colour = rng.uniform(0.0, 0.25, 3)
     back = background * (1 - _shadow(alpha[..., 0], size, rng))[..., None]
     rgb = back * (1 - alpha) + colour * alpha
-    rgb = rgb + rng.normal(0, rng.uniform(0.01, 0.025), rgb.shape)  # sensor noise, 2.5-6.4 levels of 255
+    # sensor noise, 2.5-6.4 levels of 255
+    rgb = rgb + rng.normal(0, rng.uniform(0.01, 0.025), rgb.shape)
     return rgb.clip(0, 1)
 
 
@@ -90,13 +104,15 @@ def render(x: np.ndarray, variant: str, rng: np.random.Generator) -> tuple[Image
     if variant == "rgba_png":
         alpha, _ = _place(x, rng)
         colour = rng.uniform(0.0, 0.25, 3)
-        rgb = np.where(alpha[..., None] > 0, colour, 0.0)  # what lies under transparent pixels is often black
+        # what lies under transparent pixels is often black
+        rgb = np.where(alpha[..., None] > 0, colour, 0.0)
         return Image.fromarray(np.dstack([_u8(rgb), _u8(alpha)]), "RGBA"), {}
     if variant == "exif_jpeg":
         tag = int(rng.choice(list(EXIF_STORE)))
         img = Image.fromarray(_u8(photo(x, rng, 1.0))).transpose(EXIF_STORE[tag])
         exif = Image.Exif()
-        exif[0x0112] = tag  # Orientation
+        # the EXIF Orientation tag
+        exif[0x0112] = tag
         return img, {**jpeg, "exif": exif}
     if variant == "png16":
         gray = photo(x, rng, 1.0) @ LUMA
