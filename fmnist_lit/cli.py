@@ -26,6 +26,7 @@ from hydra.utils import get_method
 from omegaconf import DictConfig
 from omegaconf.errors import MissingMandatoryValue
 
+from fmnist_lit.run_folder import make_folder
 from fmnist_lit.utils import UserError
 
 # the repo's conf/ (absolute: Hydra would otherwise look for a `conf` module inside the package)
@@ -135,8 +136,10 @@ class CheckBeforeWriting(Callback):
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         if int(os.environ.get("LOCAL_RANK", "0")) > 0:
             return  # a DDP rank that Lightning re-launched into its rank 0's run folder: rank 0 checked it
+        run_dir = Path(str(config.hydra.run.dir))
         try:
-            get_method(self.check)(config, Path(str(config.hydra.run.dir)))
+            get_method(self.check)(config, run_dir)
+            make_folder("hydra.run.dir", run_dir)
         except USER_ERRORS as e:
             fail(str(e))
 
@@ -149,3 +152,7 @@ class CheckBeforeWriting(Callback):
                 f"hydra.sweep.dir={sweep} already holds a sweep: a second one would mix its jobs and leaderboard "
                 "with the first; choose a new hydra.sweep.dir"
             )
+        try:
+            make_folder("hydra.sweep.dir", sweep)
+        except USER_ERRORS as e:
+            fail(str(e))

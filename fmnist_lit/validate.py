@@ -24,6 +24,8 @@ from fmnist_lit.cli import CONF_DIR
 from fmnist_lit.utils import UserError
 
 _ABSENT = object()
+# the seeds numpy (hence Lightning's seed_everything) accepts: [0, 2**32 - 1]
+MAX_SEED = 2**32 - 1
 
 
 def _int(v: Any) -> bool:
@@ -77,7 +79,11 @@ def _accelerator_problem(v: Any) -> str | None:
 
 # (key, test, what is allowed): the settings people type on the command line
 RULES: list[tuple[str, Callable[[Any], bool], str]] = [
-    ("seed", lambda v: v is None or _int(v), "must be an integer (0 included) or null (not seeded)"),
+    (
+        "seed",
+        lambda v: v is None or (_int(v) and 0 <= v <= MAX_SEED),
+        f"must be an integer in [0, {MAX_SEED}] or null (not seeded)",
+    ),
     (
         "threads",
         lambda v: v is None or (_int(v) and v > 0),
