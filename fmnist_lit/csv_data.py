@@ -1,8 +1,8 @@
 """Kaggle-style Fashion-MNIST CSV (seed 003): a header line, then `label,pixel1,...,pixel784` per image.
 
 Every malformed row is an error naming the file and its 1-based line number; nothing is clipped or skipped but
-empty lines. A UTF-8 byte-order mark (Excel's "CSV UTF-8") is allowed; `#` starts no comment (a `#` line is a
-malformed row).
+empty lines. A UTF-8 byte-order mark (Excel's "CSV UTF-8") is allowed, and so are quoted fields (RFC 4180:
+`"5","0",...`, as some spreadsheets export every field); `#` starts no comment (a `#` line is a malformed row).
 """
 
 from __future__ import annotations
@@ -63,11 +63,18 @@ def read_csv(path: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
             header = f.readline(1024)
     except (OSError, UnicodeDecodeError) as e:
         raise CSVFormatError(f"{path}: not a readable UTF-8 text file ({e})") from None
-    if header.strip() and header.split(",")[0].strip().lstrip("-").isdigit():
+    if header.strip() and header.split(",")[0].strip().strip('"').lstrip("-").isdigit():
         raise CSVFormatError(f"{path}:1: expected a header line (label,pixel1,...), found data")
     try:  # fast vectorised parse on any problem fall back to the line-by-line scan that names the bad line
         a = np.loadtxt(
-            path, delimiter=",", skiprows=1, dtype=np.int64, ndmin=2, comments=None, encoding=ENCODING
+            path,
+            delimiter=",",
+            quotechar='"',
+            skiprows=1,
+            dtype=np.int64,
+            ndmin=2,
+            comments=None,
+            encoding=ENCODING,
         )
     except (ValueError, UnicodeDecodeError):
         raise CSVFormatError(_find_bad_line(path)) from None

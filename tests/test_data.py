@@ -219,6 +219,21 @@ def test_csv_errors_name_file_and_line(tmp_path, bad_row, message):
         read_csv(path)
 
 
+def test_csv_with_every_field_quoted(tmp_path):
+    """RFC 4180 quoting, as some spreadsheets export: `"label","pixel1",...` then `"5","0",...`."""
+    x, y = make_images(6, 7)
+    write_csv(tmp_path / "plain.csv", x, y)
+    lines = (tmp_path / "plain.csv").read_text().splitlines()
+    quoted = [",".join(f'"{v}"' for v in line.split(",")) for line in lines]
+    (tmp_path / "quoted.csv").write_text("\r\n".join(quoted) + "\r\n")
+    x2, y2 = read_csv(tmp_path / "quoted.csv")
+    assert torch.equal(x, x2) and torch.equal(y, y2)
+    # a quoted first row of data is still no header
+    (tmp_path / "nohdr.csv").write_text("\n".join(quoted[1:]) + "\n")
+    with pytest.raises(CSVFormatError, match="nohdr.csv:1: expected a header"):
+        read_csv(tmp_path / "nohdr.csv")
+
+
 def test_csv_missing_header(tmp_path):
     path = tmp_path / "nohdr.csv"
     path.write_text("1," + ",".join(["0"] * 784) + "\n")
