@@ -1,5 +1,5 @@
 """Training throughput (images/s) of ResNet sizes on this machine: forward + backward + AdamW step on random
-batches, channels_last, bf16 autocast vs fp32. Used to size conf/experiment/resnet*.yaml (docs/RESULTS_resnet.md).
+batches, channels_last, bf16 autocast vs fp32. Used to size conf/experiment/resnet*.yaml (docs/RESULTS.md).
 
     python scripts/resnet_speed.py --sizes 16,32,64x3 32,64,128x1 32,64,128x2 --precision bf16 fp32
     python scripts/resnet_speed.py --sizes 16,32,64x3 --precision bf16 --compile   # eager, then torch.compile

@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
-# The issue-11 runs, one after another (never two trainings at once on 2 cores), each into $FINALS/<exp>_s<seed>/
-# (default outputs/final) with its launch time (launched_at, seconds since the epoch) and its stdout/stderr (stdout.log):
+# The runs behind docs/RESULTS.md's ResNet tables, one after another (never two trainings at once on 2 cores), each
+# into $FINALS/<exp>_s<seed>/ (default outputs/final) with its launch time (launched_at, seconds since the epoch) and
+# its stdout/stderr (stdout.log):
 #   nohup bash scripts/run_resnet_finals.sh resnet_short:0 resnet_short:1 resnet_short:2 > outputs/final/chain.log 2>&1 &
 # With no arguments: resnet_short and resnet, seeds 0-2. Each run keeps a checkpoint per epoch (callbacks=every_epoch)
 # so that scripts/time_to_accuracy.py can test them afterwards for the time-to-94%/95% columns, outside the timed run
-# (testing inside it, report.test_each_epoch=true, adds a test pass per epoch: docs/RESULTS_resnet.md); the checkpoint is chosen on validation.
+# (testing inside it, report.test_each_epoch=true, adds a test pass per epoch to the wall time); the checkpoint is
+# chosen on validation.
 # precision=auto (the default) picks bf16-mixed where the CPU runs it natively and faster, fp32 elsewhere.
 set -u
 cd "$(dirname "$0")/.."
 PY=${PY:-python}
 # 2 threads on an idle machine; THREADS=1 when other processes share the 2 cores (two OpenMP threads then wait for
-# each other: ~10x slower, docs/RESULTS_resnet.md). Recorded in each metrics.json.
+# each other: ~10x slower, docs/RESULTS.md). Recorded in each metrics.json.
 THREADS=${THREADS:-2}
 FINALS=${FINALS:-outputs/final}
 RUNS=("$@")
