@@ -64,7 +64,7 @@ SCHEDULERS = {
         "PolynomialLR",
         "ReduceLROnPlateau",
     )
-}
+} | {"fmnist_lit.optim.WarmupCosineLR"}
 ALLOWED_TARGETS = frozenset(
     NETS
     | OPTIMIZERS

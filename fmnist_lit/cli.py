@@ -34,7 +34,7 @@ CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 # mistakes in the user's input (DatasetError and CSVFormatError are UserErrors too)
 USER_ERRORS = (UserError, MissingMandatoryValue)
 # config groups that may be switched off: `logger=null` means Hydra's `~logger` (Hydra 1.3 refuses `group=null`)
-OPTIONAL_GROUPS = ("logger", "callbacks", "experiment", "debug", "hparams_search")
+OPTIONAL_GROUPS = ("logger", "callbacks", "experiment", "debug", "hparams_search", "scheduler")
 
 
 def set_threads(threads: int | None) -> None:

@@ -8,23 +8,21 @@ precision is the one the run recorded in its config.yaml, so the test accuracy i
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 from typing import Any
 
 import hydra
 import lightning as L
-import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from fmnist_lit import robustness
-from fmnist_lit.calibration import calibrate, stored_temperature
+from fmnist_lit.assess import assess, describe, write_results
+from fmnist_lit.calibration import stored_temperature
 from fmnist_lit.checkpoint import load_model, read_checkpoint, run_config, run_dir_of
 from fmnist_lit.cli import CONF_DIR, exit_on_user_error, set_threads
-from fmnist_lit.hardware import device_description, resolve_precision
-from fmnist_lit.report import build_metrics, load_metrics, maybe_write_report
-from fmnist_lit.utils import UserError, write_json
+from fmnist_lit.hardware import resolve_precision
+from fmnist_lit.report import load_metrics
+from fmnist_lit.utils import UserError
 from fmnist_lit.validate import check_eval_config
 
 log = logging.getLogger(__name__)
@@ -65,42 +63,39 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         logger=False,
         enable_checkpointing=False,
         enable_model_summary=False,
+        limit_test_batches=cfg.get("limit_test_batches"),
         default_root_dir=str(out),
     )
-    logged = trainer.test(model, datamodule=dm, verbose=False)[0]
-    logits = torch.cat(trainer.predict(model, datamodule=dm))
     # the temperature stored with the run for this checkpoint; else fitted here on the run's validation split
-    trust = {"calibration": calibrate(trainer, model, dm, logits, stored_temperature(ckpt_path))}
-    if (cfg.get("report") or {}).get("robustness"):
-        trust["robustness"] = robustness.sweep(trainer, model, dm)
-
-    trained = load_metrics(src)
-    metrics = build_metrics(
-        logged,
-        logits,
-        dm.test_y,
-        best_checkpoint=str(ckpt_path.resolve()),
-        source_run=str(src),
-        epoch=ckpt["epoch"] + 1 if isinstance(ckpt.get("epoch"), int) else None,  # the weights' epoch, from 1
-        best_epoch=trained.get("best_epoch"),
-        val_acc_best=trained.get("val_acc_best"),
-        epochs_run=trained.get("epochs_run"),
-        max_epochs=trained.get("max_epochs"),
-        checkpoint_selection=_selection(ckpt_path, trained),
-        cut_short=trained.get("cut_short"),
-        model=run_cfg.model.net._target_.rsplit(".", 1)[-1],
-        params=sum(p.numel() for p in model.net.parameters()),
-        seed=run_cfg.get("seed"),
-        precision=precision,
-        device=device_description(cfg.accelerator),
-        command=" ".join(["python", *sys.argv]),
-        train_command=trained.get("command"),
-        **trust,
+    result = assess(
+        trainer,
+        model,
+        dm,
+        temperature=stored_temperature(ckpt_path),
+        corruptions=bool((cfg.get("report") or {}).get("robustness")),
     )
-    OmegaConf.save(run_cfg, out / "config.yaml")  # the evaluated run's config, for the record
-    write_json(out / "metrics.json", metrics)
-    maybe_write_report(cfg, out, logits, dm.test_y, dm, model.net, metrics, history_dir=src)
-    log.info("test/acc=%.4f test/loss=%.4f -> %s", metrics["test_acc"], metrics["test_loss"], out)
+    trained = load_metrics(src)
+    metrics = (
+        result.metrics
+        | {
+            "best_checkpoint": str(ckpt_path.resolve()),
+            "source_run": str(src),
+            # the weights' epoch, counted from 1
+            "epoch": ckpt["epoch"] + 1 if isinstance(ckpt.get("epoch"), int) else None,
+            "best_epoch": trained.get("best_epoch"),
+            "val_acc_best": trained.get("val_acc_best"),
+            "epochs_run": trained.get("epochs_run"),
+            "max_epochs": trained.get("max_epochs"),
+            "checkpoint_selection": _selection(ckpt_path, trained),
+            "cut_short": trained.get("cut_short"),
+            "train_command": trained.get("command"),
+        }
+        | describe(model, precision, cfg.accelerator, run_cfg.get("seed"))
+    )
+    # the evaluated run's config, for the record
+    OmegaConf.save(run_cfg, out / "config.yaml")
+    report = bool((cfg.get("report") or {}).get("enabled", True))
+    write_results(out, result, metrics, dm, model, report, history_dir=src)
     return metrics
 
 

@@ -1,8 +1,9 @@
 """What the machine can do: the CPU's bf16 support, the precision `auto` resolves to, and a one-line description.
 
-`trainer.precision: ${auto_precision:${trainer.accelerator}}` (conf/trainer/default.yaml) is resolved once, when
-the run's config is resolved, so the saved `config.yaml` records the precision that was used and `eval.py` reuses
-it instead of deciding again on another machine.
+`trainer.precision: ${auto_precision:${trainer.accelerator}}` (conf/trainer/default.yaml; the resolver is
+registered in fmnist_lit/__init__.py) is resolved once, when the run's config is resolved, so the saved
+`config.yaml` records the precision that was used and `eval.py` reuses it instead of deciding again on another
+machine.
 
 On a CPU, `auto` picks bf16-mixed only where oneDNN has native bf16 kernels (AVX512-BF16 or AMX) AND a short
 micro-benchmark (a small conv net, forward + backward, channels_last) says bf16 is faster there than fp32: native
@@ -21,7 +22,6 @@ import time
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
 from torch import nn
 
 log = logging.getLogger(__name__)
@@ -145,8 +145,3 @@ def _auto_precision(gpu: bool) -> str:
         choice, reason = cpu_precision()
     log.info("precision=auto -> %s (%s)", choice, reason)
     return choice
-
-
-OmegaConf.register_new_resolver(
-    "auto_precision", lambda accelerator="auto": resolve_precision("auto", accelerator), replace=True
-)

@@ -202,3 +202,12 @@ class ResNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.stages(self.stem(x)))
+
+
+def plain_net(net: nn.Module) -> nn.Module:
+    """The net itself, also when `model.compile=true` wrapped it (torch.compile keeps it as `_orig_mod`)."""
+    return getattr(net, "_orig_mod", net)
+
+
+def count_params(net: nn.Module) -> int:
+    return sum(p.numel() for p in plain_net(net).parameters())

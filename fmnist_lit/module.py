@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
-import math
 from typing import Any
 
 import lightning as L
@@ -18,7 +16,7 @@ from torchmetrics.classification import (
     MulticlassRecall,
 )
 
-from fmnist_lit.utils import UserError
+from fmnist_lit import optim
 
 
 def split_metrics(num_classes: int) -> MetricCollection:
@@ -62,14 +60,22 @@ class LitClassifier(L.LightningModule):
         # one metric object per split (states must not mix between train/val/test)
         self.val_metrics = split_metrics(num_classes).clone(prefix="val/")
         self.test_metrics = split_metrics(num_classes).clone(prefix="test/")
-        self.val_confmat = MulticlassConfusionMatrix(
-            num_classes
-        )  # read by callbacks.ReportCallback each epoch
-        self.val_loss, self.test_loss = MeanMetric(), MeanMetric()  # training sums: on_train_epoch_start
+        # read by callbacks.ReportCallback each epoch
+        self.val_confmat = MulticlassConfusionMatrix(num_classes)
+        self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         self.test_each_epoch_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_each_epoch_loss = MeanMetric()
         self.val_acc_best = MaxMetric()
+        # the epoch (from 0) of the best val/acc so far; -1 before the first validation epoch
         self.best_val_epoch = -1
+        # running sums over the epoch, (4,): loss x images, plain cross-entropy x images, correct, images
+        self._train_sums = torch.zeros(4)
+        # (loss x images, images) since the last per-step log
+        self._window = torch.zeros(2)
+        # restored by on_load_checkpoint when resuming: the best val/acc so far, and the horizon in steps the
+        # checkpoint's LR schedule was planned for (configure_optimizers refuses a longer run)
+        self._restored_best: float | None = None
+        self._planned_steps: int | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -97,11 +103,12 @@ class LitClassifier(L.LightningModule):
             self.test_each_epoch_loss,
         ):
             m.reset()
-        if getattr(self, "_restored_best", None) is not None:
+        if self._restored_best is not None:
             self.val_acc_best.update(torch.tensor(self._restored_best, device=self.device))
-        if hasattr(self, "_train_sums"):  # resumed mid-epoch: the epoch's sums so far (on_load_checkpoint)
-            self._train_sums = self._train_sums.to(self.device)
-        self._window = torch.zeros(2, device=self.device)  # a mid-epoch resume skips on_train_epoch_start
+        # resumed mid-epoch: the epoch's sums so far (on_load_checkpoint); a mid-epoch resume skips
+        # on_train_epoch_start, so the window starts here too
+        self._train_sums = self._train_sums.to(self.device)
+        self._window = torch.zeros(2, device=self.device)
 
     def _step(
         self, batch: tuple[torch.Tensor, torch.Tensor], train: bool = False
@@ -114,11 +121,8 @@ class LitClassifier(L.LightningModule):
         return loss, logits, y
 
     def on_train_epoch_start(self) -> None:
-        # running sums on the device, (4,): loss x images, plain cross-entropy x images, correct predictions, images
         self._train_sums = torch.zeros(4, device=self.device)
-        self._window = torch.zeros(
-            2, device=self.device
-        )  # loss x images, images: since the last per-step log
+        self._window = torch.zeros(2, device=self.device)
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         loss, logits, y = self._step(batch, train=True)
@@ -193,17 +197,15 @@ class LitClassifier(L.LightningModule):
         if self.best_val_epoch >= 0:
             checkpoint["val_acc_best"] = float(self.val_acc_best.compute())
         checkpoint["best_val_epoch"] = self.best_val_epoch
-        if hasattr(self, "_train_sums"):
-            checkpoint["train_sums"] = self._train_sums.detach().cpu()
+        checkpoint["train_sums"] = self._train_sums.detach().cpu()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self.best_val_epoch = checkpoint.get("best_val_epoch", -1)
+        self.best_val_epoch = checkpoint["best_val_epoch"]
         self._restored_best = checkpoint.get("val_acc_best")
-        if "train_sums" in checkpoint:
-            self._train_sums = checkpoint["train_sums"]
-        # a per-step schedule's planned length (OneCycle): configure_optimizers checks the resumed run against it
+        self._train_sums = checkpoint["train_sums"]
+        # a whole-run schedule's planned length: configure_optimizers checks the resumed run against it
         scheds = checkpoint.get("lr_schedulers") or [{}]
-        self._planned_steps = scheds[0].get("total_steps")
+        self._planned_steps = optim.schedule_horizon(scheds[0])
 
     def test_step(self, batch, batch_idx: int) -> None:
         loss, logits, y = self._step(batch)
@@ -223,47 +225,11 @@ class LitClassifier(L.LightningModule):
         return self.eval_logits(x)  # logits (B, 10): calibration needs them, softmax(logits / T) follows
 
     def configure_optimizers(self) -> dict[str, Any]:
-        optimizer = self.optimizer_fn(params=self.parameters())
-        if self.scheduler_fn is None:
-            return {"optimizer": optimizer}
-        sched_fn = self.scheduler_fn
-        kwargs = {}
-        # per-step schedules (OneCycle) need the run's length, known only once the trainer exists
-        if "total_steps" in inspect.signature(sched_fn.func).parameters:
-            kwargs = self._total_steps_kwargs(sched_fn)
-        scheduler = sched_fn(optimizer=optimizer, **kwargs)
-        interval = "step" if kwargs else "epoch"
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": interval, "monitor": "val/loss"},
-        }
-
-    def _total_steps_kwargs(self, sched_fn: Any) -> dict[str, Any]:
-        """total_steps (and pct_start) for a schedule planned over the whole run (OneCycleLR)."""
-        steps = self.trainer.estimated_stepping_batches
-        if not math.isfinite(steps):  # max_epochs=-1 (validate.py refuses it before a run starts)
-            raise UserError(
-                "the OneCycle schedule needs a finite run length: set trainer.max_epochs, or scheduler=null"
-            )
-        total = max(1, int(steps))
-        planned = getattr(self, "_planned_steps", None)
-        if planned is not None and total > planned:  # resuming a run with a larger trainer.max_epochs
-            raise UserError(
-                f"ckpt_path: the checkpoint's OneCycle schedule was planned for {planned} steps, this "
-                f"run needs {total} (trainer.max_epochs={self.trainer.max_epochs}); resume with the "
-                "original trainer.max_epochs (to extend runs, train with scheduler=null)"
-            )
-        kwargs: dict[str, Any] = {"total_steps": planned or total}
-        pct = sched_fn.keywords.get("pct_start")
-        if pct is not None:
-            kwargs["pct_start"] = one_cycle_pct_start(pct, kwargs["total_steps"])
-        return kwargs
-
-
-def one_cycle_pct_start(pct_start: float, total_steps: int) -> float:
-    """OneCycleLR warms up for pct_start x total_steps steps and divides by that length minus one step: a 1-step
-    warm-up is 0/0 (ZeroDivisionError, e.g. 4 steps at pct_start 0.25) and shorter ones are degenerate. Tiny runs
-    get a 2-step warm-up (3 or more steps in all) or none (1 or 2 steps); longer runs keep pct_start."""
-    if pct_start * total_steps >= 2:
-        return pct_start
-    return 2 / total_steps if total_steps >= 3 else 0.0
+        # the schedule's horizon is the run's length, known only once the trainer exists (fmnist_lit/optim.py)
+        return optim.build(
+            self,
+            self.optimizer_fn,
+            self.scheduler_fn,
+            self.trainer.estimated_stepping_batches,
+            self._planned_steps,
+        )

@@ -1,7 +1,7 @@
 """The evaluation report: `report/` in a run folder, written after testing (by train.py and eval.py).
 
 Inputs: the test set's logits from `trainer.predict` (test-set order), its labels and uint8 images from the
-DataModule, the net, and metrics.json (built here by `build_metrics` for train.py and eval.py alike), whose
+DataModule, the net, and metrics.json (built by fmnist_lit.assess for train.py and eval.py alike), whose
 `calibration` gives the temperature (probabilities are softmax(logits / T), fmnist_lit.calibration) and whose
 optional `robustness` gives the corruption sweep (fmnist_lit.robustness). Figures come from `fmnist_lit.plots`,
 the page that links them (report.md) from `fmnist_lit.report_page`.
@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig
 from torch import nn
 from torchmetrics.functional.classification import (
     multiclass_accuracy,
@@ -33,6 +32,7 @@ from torchmetrics.functional.classification import (
 from fmnist_lit import plots
 from fmnist_lit.calibration import apply_temperature, reliability
 from fmnist_lit.data import CLASSES
+from fmnist_lit.models import count_params, plain_net
 from fmnist_lit.report_page import report_markdown, report_page, tested_epoch
 from fmnist_lit.utils import write_json
 
@@ -72,7 +72,8 @@ def classification_report(preds: torch.Tensor, target: torch.Tensor, classes: li
 
 def layer_table(net: nn.Module) -> list[dict[str, Any]]:
     """One row per leaf layer in execution order: type, short arguments, output shape (C×H×W), parameters."""
-    net = copy.deepcopy(getattr(net, "_orig_mod", net)).float().cpu().eval()  # a copy: hooks and BN untouched
+    # a copy: hooks and BatchNorm statistics of the trained net untouched
+    net = copy.deepcopy(plain_net(net)).float().cpu().eval()
     rows: list[dict[str, Any]] = []
 
     def hook(mod: nn.Module, _inp, out: torch.Tensor) -> None:
@@ -171,33 +172,6 @@ def read_history(csv_path: Path) -> tuple[dict[str, dict[int, float]], dict[str,
 # ---- metrics.json ----------------------------------------------------------------------------------------
 
 
-def build_metrics(
-    logged: dict[str, Any], probs: torch.Tensor, target: torch.Tensor, **fields: Any
-) -> dict[str, Any]:
-    """metrics.json for train.py and eval.py: the test metrics `trainer.test` logged, per-class numbers and the
-    confusion matrix from the test predictions (probs (N, C), or logits: only the argmax is used; target (N,)),
-    then the caller's own `fields`."""
-    preds = probs.argmax(1)
-    rep = classification_report(preds, target, CLASSES)
-    class_acc = multiclass_accuracy(preds, target, len(CLASSES), average="none")
-    per_class = {
-        name: {k: rep["classes"][name][k] for k in ("precision", "recall", "f1")}
-        | {"acc": float(class_acc[i])}
-        for i, name in enumerate(CLASSES)
-    }
-    return {
-        "test_acc": float(logged["test/acc"]),
-        "test_loss": float(logged["test/loss"]),
-        "test_precision_macro": float(logged["test/precision"]),
-        "test_recall_macro": float(logged["test/recall"]),
-        "test_f1_macro": float(logged["test/f1"]),
-        "per_class": per_class,
-        # rows: true class, columns: predicted class
-        "confusion_matrix": multiclass_confusion_matrix(preds, target, len(CLASSES)).tolist(),
-        **fields,
-    }
-
-
 # ---- the report ------------------------------------------------------------------------------------------
 
 
@@ -262,9 +236,9 @@ def write_report(
         plots.save(plots.robustness_figure(rob["clean"], rob["accuracy"]), out / "robustness.png")
 
     rows = layer_table(net)
-    name = type(getattr(net, "_orig_mod", net)).__name__
+    name = type(plain_net(net)).__name__
     (out / "model_summary.txt").write_text(summary_text(rows, net, name))
-    n_params = sum(p.numel() for p in net.parameters())
+    n_params = count_params(net)
     plots.save(plots.architecture_figure(rows, f"{name} ({n_params:,} parameters)"), out / "architecture.png")
 
     (out / "report.md").write_text(report_page(metrics, rep, figs, float(ap.mean())))
@@ -320,21 +294,6 @@ def _image_figures(
         ),
         out / "misclassified.png",
     )
-
-
-def maybe_write_report(
-    cfg: DictConfig,
-    run_dir: Path,
-    logits: torch.Tensor,
-    target: torch.Tensor,
-    datamodule: Any,
-    net: nn.Module,
-    metrics: dict[str, Any],
-    history_dir: Path | None = None,
-) -> None:
-    """train.py's and eval.py's hook: the report unless `report.enabled=false`."""
-    if (cfg.get("report") or {}).get("enabled", True):
-        write_report(run_dir, logits, target, datamodule, net, metrics, history_dir)
 
 
 def load_metrics(run_dir: Path) -> dict[str, Any]:

@@ -85,13 +85,16 @@ def report_page(m: dict[str, Any], rep: dict[str, Any], figs: dict[str, str], me
         ("wall time (from process start, imports included)", None if wall is None else f"{wall:,.0f} s"),
         ("checkpoint tested", m.get("best_checkpoint")),
     ]
+    n, total = rep["macro avg"]["support"], m.get("test_images_total")
+    tested = (
+        f"Part of the official test set: {n:,} of its {total:,} images (the trainer limited testing)."
+        if total and n < total
+        else f"Official test set ({n:,} images)."
+    )
     lines = [
         f"# Run report: {m.get('model', 'model')}, test accuracy {100 * float(m['test_acc']):.2f}%",
         "",
-        (
-            f"Official test set ({rep['macro avg']['support']:,} images). {selection_sentence(m)} Epochs count "
-            "from 1."
-        ),
+        f"{tested} {selection_sentence(m)} Epochs count from 1.",
         "",
     ]
     if m.get("cut_short"):

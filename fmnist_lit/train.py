@@ -13,7 +13,6 @@ from typing import Any
 
 import hydra
 import lightning as L
-import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
@@ -24,12 +23,12 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 import fmnist_lit
-from fmnist_lit import robustness
-from fmnist_lit.calibration import calibrate, save_temperature
+from fmnist_lit import tracking
+from fmnist_lit.assess import assess, describe, write_results
+from fmnist_lit.calibration import save_temperature
 from fmnist_lit.checkpoint import check_resumable, read_checkpoint
 from fmnist_lit.cli import CONF_DIR, USER_ERRORS, run_hydra_app, set_threads
 from fmnist_lit.hardware import device_description, resolve_precision
-from fmnist_lit.report import build_metrics, maybe_write_report
 from fmnist_lit.sweep import (
     end_child_ranks,
     is_ddp_in_sweep,
@@ -39,7 +38,7 @@ from fmnist_lit.sweep import (
     set_job_threads,
     sweeper_wants_exceptions,
 )
-from fmnist_lit.utils import UserError, write_json
+from fmnist_lit.utils import UserError
 from fmnist_lit.validate import check_train_config
 
 log = logging.getLogger(__name__)
@@ -182,20 +181,18 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
-        ckpt_cb = trainer.checkpoint_callback
-        best = ckpt_cb.best_model_path if ckpt_cb is not None and ckpt_cb.best_model_path else None
-        if best is None and ckpt_cb is not None and ckpt_cb.last_model_path:
-            best = ckpt_cb.last_model_path
-        logged = trainer.test(model, datamodule=datamodule, ckpt_path=best, verbose=False, weights_only=True)[
-            0
-        ]
-        logits = torch.cat(trainer.predict(model, datamodule=datamodule))  # (10000, 10), the tested weights
-        # the temperature, fitted on the validation split; the corruption sweep if asked (every rank predicts)
-        trust: dict[str, Any] = {"calibration": calibrate(trainer, model, datamodule, logits)}
-        if best and trust["calibration"]["fitted_on"] and trainer.is_global_zero:
-            save_temperature(best, trust["calibration"])
-        if (cfg.get("report") or {}).get("robustness"):
-            trust["robustness"] = robustness.sweep(trainer, model, datamodule)
+        best, selection = selected_checkpoint(trainer)
+        # test, predict, calibrate on validation, corruption sweep if asked: every DDP rank takes part
+        result = assess(
+            trainer,
+            model,
+            datamodule,
+            ckpt_path=best,
+            corruptions=bool((cfg.get("report") or {}).get("robustness")),
+        )
+        calibration = result.metrics["calibration"]
+        if best and calibration["fitted_on"] and trainer.is_global_zero:
+            save_temperature(best, calibration)
     except BaseException as e:
         if isinstance(e, SystemExit) and trainer.interrupted:  # Lightning's Ctrl-C: stops cleanly, exits 1
             end_child_ranks(trainer, failed=True)
@@ -215,39 +212,37 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         raise err from e
     end_child_ranks(trainer, failed=False)
 
-    metrics = build_metrics(
-        logged,
-        logits,
-        datamodule.test_y,
-        val_acc_best=float(model.val_acc_best.compute()) if model.best_val_epoch >= 0 else None,
-        best_epoch=model.best_val_epoch + 1
-        if model.best_val_epoch >= 0
-        else None,  # counted from 1, as people do
-        best_checkpoint=best,
-        checkpoint_selection="best val/acc"
-        if ckpt_cb is not None and best == ckpt_cb.best_model_path
-        else "last",
-        cut_short=cut_short(cfg.trainer),
-        max_epochs=cfg.trainer.max_epochs,
-        epochs_run=trainer.current_epoch,
-        global_steps=trainer.global_step,
-        wall_seconds=round(time.time() - START, 2),
-        params=sum(p.numel() for p in model.net.parameters()),
-        model=cfg.model.net._target_.rsplit(".", 1)[-1],
-        seed=cfg.get("seed"),
-        precision=cfg.trainer.precision,
-        device=device_description(cfg.trainer.accelerator),
-        threads=torch.get_num_threads(),
-        versions={"torch": torch.__version__, "lightning": L.__version__, "python": sys.version.split()[0]},
-        command=" ".join(["python", *sys.argv]),
-        **trust,
+    trained = model.best_val_epoch >= 0
+    metrics = (
+        result.metrics
+        | {
+            "val_acc_best": float(model.val_acc_best.compute()) if trained else None,
+            # epochs count from 1, as people do
+            "best_epoch": model.best_val_epoch + 1 if trained else None,
+            "best_checkpoint": best,
+            "checkpoint_selection": selection,
+            "cut_short": cut_short(cfg.trainer),
+            "max_epochs": cfg.trainer.max_epochs,
+            "epochs_run": trainer.current_epoch,
+            "global_steps": trainer.global_step,
+            "wall_seconds": round(time.time() - START, 2),
+        }
+        | describe(model, cfg.trainer.precision, cfg.trainer.accelerator, cfg.get("seed"))
     )
     if trainer.is_global_zero:
-        write_json(out / "metrics.json", metrics)
-        # report/: figures, tables, report.md
-        maybe_write_report(cfg, out, logits, datamodule.test_y, datamodule, model.net, metrics)
-        log.info("test/acc=%.4f test/loss=%.4f -> %s", metrics["test_acc"], metrics["test_loss"], out)
+        report = bool((cfg.get("report") or {}).get("enabled", True))
+        write_results(out, result, metrics, datamodule, model, report)
+        tracking.publish_results(trainer.loggers, metrics, out)
     return metrics
+
+
+def selected_checkpoint(trainer: L.Trainer) -> tuple[str | None, str]:
+    """(the checkpoint to test, how it was chosen): the best on validation, else last.ckpt, else None (the
+    weights in memory: no checkpoint was written, e.g. `trainer.fast_dev_run`)."""
+    cb = trainer.checkpoint_callback
+    if cb is not None and cb.best_model_path:
+        return cb.best_model_path, "best val/acc"
+    return (cb.last_model_path if cb is not None and cb.last_model_path else None), "last"
 
 
 def interrupted(out: Path) -> None:

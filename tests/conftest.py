@@ -13,7 +13,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from fmnist_lit.cli import CONF_DIR
+from fmnist_lit.cli import CONF_DIR, OPTIONAL_GROUPS
 from fmnist_lit.synthetic import make_images, write_tiny_root  # noqa: F401 (tests import make_images)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -69,6 +69,8 @@ TINY = [
 
 def compose_cfg(tmp_path: Path, root: Path, overrides: list[str] = (), tiny: bool = True) -> DictConfig:
     """The real conf/train.yaml, forced tiny (unless `tiny=False`), with outputs in tmp_path."""
+    # `group=null` switches a group off, as on the command line (cli.run_hydra_app): Hydra's own spelling is `~group`
+    overrides = [f"~{o[:-5]}" if o.endswith("=null") and o[:-5] in OPTIONAL_GROUPS else o for o in overrides]
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose(

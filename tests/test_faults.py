@@ -31,7 +31,7 @@ from fmnist_lit.cli import CONF_DIR, hydra_error_line
 from fmnist_lit.csv_data import CSVFormatError, read_csv, write_csv
 from fmnist_lit.data import DatasetError, prepare_raw
 from fmnist_lit.leaderboard import find_jobs, write_leaderboard
-from fmnist_lit.module import one_cycle_pct_start
+from fmnist_lit.optim import one_cycle_pct_start
 from fmnist_lit.photo import to_fmnist
 from fmnist_lit.train import check_before_writing, run
 from fmnist_lit.utils import UserError, write_json
