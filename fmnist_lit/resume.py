@@ -5,7 +5,8 @@ the run ends with the same weights as one that was never interrupted (same machi
   renamed over its name, so `last.ckpt` is always a whole checkpoint, the previous or the new one. Ctrl-C during
   the write is held until the file is whole (torch.save interrupted mid-zip raises a RuntimeError instead of the
   KeyboardInterrupt, a traceback instead of the resume hint). Every checkpoint Lightning reads (the resume, the
-  best one to test) is read with `weights_only=True`.
+  best one to test) is read with `weights_only=True`. The writer holds a lock (flock) on its temporary file, so a
+  temporary file nobody holds is what a killed write left: reading a checkpoint (a resume) removes those beside it.
 - ResumableCheckpoint (callbacks.model_checkpoint): Lightning's ModelCheckpoint, plus last.ckpt every
   `save_last_every_n_steps` optimiser steps and at every epoch end (Lightning writes it only with a new best),
   the RNG states (torch, CUDA, numpy, python) saved with it and restored when training starts, and the record
@@ -18,6 +19,8 @@ WeightAveraging/EMA), and the train loader's own state (order and position, fmni
 
 from __future__ import annotations
 
+import fcntl
+import logging
 import os
 import random
 import signal
@@ -34,6 +37,10 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from fmnist_lit.callbacks import Checkpoint  # `{epoch}` in file names counted from 1
+
+log = logging.getLogger(__name__)
+# `.<checkpoint name>.tmp`: beside the checkpoint, so that the rename cannot cross file systems
+TMP_SUFFIX = ".tmp"
 
 
 @contextmanager
@@ -54,6 +61,46 @@ def ctrl_c_held() -> Iterator[None]:
         raise KeyboardInterrupt
 
 
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        return os.fstat(fd).st_ino == os.stat(path).st_ino
+    except FileNotFoundError:
+        return False
+
+
+def _open_locked(tmp: Path) -> Any:
+    """`tmp` truncated and opened for writing, under an exclusive lock held until it is closed. Opened again if a
+    `remove_leftovers` unlinked it between the open and the lock."""
+    while True:
+        f = tmp.open("wb")
+        fcntl.flock(f, fcntl.LOCK_EX)
+        if _same_file(f.fileno(), tmp):
+            return f
+        f.close()
+
+
+def remove_leftovers(folder: Path) -> None:
+    """Remove the temporary files of checkpoint writes that died (kill -9, power loss) from `folder`: those no
+    process holds the lock of. A write in progress (another run resumed from this one's checkpoint) is left."""
+    for tmp in folder.glob(f".*.ckpt{TMP_SUFFIX}"):
+        try:
+            # without O_CREAT: a file renamed away meanwhile is not made again
+            fd = os.open(tmp, os.O_WRONLY)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            # the name may hold a newer write's file by now: only the file locked here is removed
+            if _same_file(fd, tmp):
+                tmp.unlink()
+                log.info("removed %s, left by a checkpoint write that did not finish", tmp)
+        except OSError:
+            # BlockingIOError: a write in progress; other errors: an unwritable folder, left as it is
+            pass
+        finally:
+            os.close(fd)
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Local checkpoints written all-or-nothing and read weights-only."""
 
@@ -64,13 +111,14 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             raise TypeError("AtomicCheckpointIO takes no storage_options")
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")  # same folder: the rename cannot cross file systems
+        tmp = path.with_name(f".{path.name}{TMP_SUFFIX}")
         with ctrl_c_held():
-            with tmp.open("wb") as f:
+            with _open_locked(tmp) as f:
                 self._dump(checkpoint, f)
                 f.flush()
                 os.fsync(f.fileno())
-            os.replace(tmp, path)
+                # renamed under the lock: an unlocked temporary file is always a leftover
+                os.replace(tmp, path)
             dir_fd = os.open(path.parent, os.O_RDONLY)  # make the rename itself durable
             try:
                 os.fsync(dir_fd)
@@ -83,6 +131,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def load_checkpoint(
         self, path: str | Path, map_location: Any = None, weights_only: bool | None = None
     ) -> dict[str, Any]:
+        remove_leftovers(Path(path).parent)
         # explicit True: TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD overrides only calls that leave weights_only unset
         return torch.load(path, map_location=map_location or "cpu", weights_only=True)
 
@@ -160,6 +209,11 @@ class ResumableCheckpoint(Checkpoint):
         super().on_train_epoch_end(trainer, pl_module)
         if self._should_save_on_train_epoch_end(trainer):  # no validation: the epoch end is the save point
             self._save_last_now(trainer)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Lightning's own on_train_end writes last.ckpt even under fast_dev_run, which promises no checkpoints
+        if not trainer.fast_dev_run:
+            super().on_train_end(trainer, pl_module)
 
     # -- what a checkpoint holds -----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
