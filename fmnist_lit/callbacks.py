@@ -15,7 +15,7 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint
-from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.loggers import MLFlowLogger, TensorBoardLogger
 from lightning.pytorch.trainer.states import TrainerFn
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
@@ -67,7 +67,7 @@ def sweep_hparams(declared: Any) -> dict[str, Any]:
 
 
 class ReportCallback(L.Callback):
-    """Writes to the run's TensorBoard logger, if there is one (rank 0 only)."""
+    """Writes to the run's TensorBoard logger, if there is one, and the swept settings to MLflow's (rank 0 only)."""
 
     def __init__(self, graph: bool, hparams: Any = None):
         if not isinstance(graph, bool):  # `graph=maybe` would otherwise count as true
@@ -78,6 +78,10 @@ class ReportCallback(L.Callback):
         self._targets: list[torch.Tensor] = []
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # MLflow shows a run's params while it trains (TensorBoard gets them with the final metrics, on_test_end)
+        for lg in trainer.loggers:
+            if isinstance(lg, MLFlowLogger):
+                lg.log_hyperparams(sweep_hparams(self._hparams))
         tb = _tensorboard(trainer)
         if tb is None or not self.graph or not trainer.is_global_zero:
             return
