@@ -19,10 +19,12 @@ WeightAveraging/EMA), and the train loader's own state (order and position, fmni
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import logging
 import os
 import random
+import shutil
 import signal
 import threading
 import warnings
@@ -37,10 +39,17 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from fmnist_lit.callbacks import Checkpoint  # `{epoch}` in file names counted from 1
+from fmnist_lit.utils import UserError
 
 log = logging.getLogger(__name__)
 # `.<checkpoint name>.tmp`: beside the checkpoint, so that the rename cannot cross file systems
 TMP_SUFFIX = ".tmp"
+# the errors of a file system that has no room left for the checkpoint
+FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+class DiskFullError(UserError):
+    """A checkpoint did not fit on its file system: one error line, and how to go on once there is room."""
 
 
 @contextmanager
@@ -101,6 +110,38 @@ def remove_leftovers(folder: Path) -> None:
             os.close(fd)
 
 
+def _disk_full(e: BaseException) -> OSError | None:
+    """The no-room OSError behind `e`, if any (torch.save may report it from inside its zip writer)."""
+    while e is not None:
+        if isinstance(e, OSError) and e.errno in FULL:
+            return e
+        e = e.__cause__ or e.__context__
+    return None
+
+
+def _mount_point(path: Path) -> Path:
+    path = path.resolve()
+    while not os.path.ismount(path):
+        path = path.parent
+    return path
+
+
+def disk_full_error(path: Path, e: OSError) -> DiskFullError:
+    """One line naming the file system that is full, the checkpoint left whole and the command that goes on."""
+    mount = _mount_point(path.parent)
+    free_mb = shutil.disk_usage(mount).free / 2**20
+    last = path.with_name("last.ckpt")
+    then = (
+        f"{last} is the last whole checkpoint: make room, then run the same command with ckpt_path={last}"
+        if last.is_file()
+        else "no checkpoint was written before it: make room and run again"
+    )
+    return DiskFullError(
+        f"{path}: {e.strerror} on the file system mounted at {mount} ({free_mb:.0f} MB free); the write was "
+        f"abandoned; {then}"
+    )
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Local checkpoints written all-or-nothing and read weights-only."""
 
@@ -114,11 +155,19 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         tmp = path.with_name(f".{path.name}{TMP_SUFFIX}")
         with ctrl_c_held():
             with _open_locked(tmp) as f:
-                self._dump(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
-                # renamed under the lock: an unlocked temporary file is always a leftover
-                os.replace(tmp, path)
+                try:
+                    self._dump(checkpoint, f)
+                    f.flush()
+                    os.fsync(f.fileno())
+                    # renamed under the lock: an unlocked temporary file is always a leftover
+                    os.replace(tmp, path)
+                except Exception as e:
+                    # a failed write leaves nothing behind (on a full disk: its space comes back)
+                    tmp.unlink(missing_ok=True)
+                    full = _disk_full(e)
+                    if full is not None:
+                        raise disk_full_error(path, full) from e
+                    raise
             dir_fd = os.open(path.parent, os.O_RDONLY)  # make the rename itself durable
             try:
                 os.fsync(dir_fd)

@@ -1,14 +1,20 @@
-"""Checkpoint writes that do not finish: a killed write's temporary file is removed by the run that resumes."""
+"""Checkpoint writes that do not finish: a killed write's temporary file is removed by the run that resumes; a
+full disk stops the run with one line, the last whole checkpoint kept, and the same command resumes it."""
 
 from __future__ import annotations
 
+import errno
 import fcntl
+import os
+from pathlib import Path
+from typing import Any
 
+import pytest
 import torch
 
-from fmnist_lit.resume import AtomicCheckpointIO
+from fmnist_lit.resume import AtomicCheckpointIO, DiskFullError
 from fmnist_lit.train import run
-from tests.conftest import compose_cfg
+from tests.conftest import TINY, compose_cfg, run_script
 
 FLAT = ["model=mlp", "logger=csv", "report.enabled=false", "scheduler=null"]
 
@@ -39,3 +45,65 @@ def test_the_resumed_run_removes_a_killed_writes_temporary_file(tmp_path, tiny_r
     run(compose_cfg(tmp_path / "b", tiny_root, [*FLAT, "trainer.max_epochs=2", f"ckpt_path={last}"]))
     assert not leftover.exists()
     assert torch.load(last, weights_only=True)["global_step"] > 0
+
+
+class DiskFullAt(AtomicCheckpointIO):
+    """The `nth` checkpoint write (1-based) finds the disk full half-way through its bytes."""
+
+    def __init__(self, nth: int):
+        super().__init__()
+        self.nth, self.writes = nth, 0
+
+    def _dump(self, checkpoint: dict[str, Any], f: Any) -> None:
+        self.writes += 1
+        if self.writes != self.nth:
+            return super()._dump(checkpoint, f)
+        f.write(b"half a checkpoint")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def mount_point(path: Path) -> Path:
+    path = path.resolve()
+    while not path.is_mount():
+        path = path.parent
+    return path
+
+
+def test_a_full_disk_is_one_line_naming_the_file_system(tmp_path):
+    last = tmp_path / "last.ckpt"
+    AtomicCheckpointIO().save_checkpoint({"step": 1}, last)
+    with pytest.raises(DiskFullError) as e:
+        DiskFullAt(1).save_checkpoint({"step": 2}, last)
+    message = str(e.value)
+    assert message.startswith(
+        f"{last}: No space left on device on the file system mounted at {mount_point(last)} ("
+    )
+    assert (
+        message.endswith(f"make room, then run the same command with ckpt_path={last}")
+        and "\n" not in message
+    )
+    # the last whole checkpoint stays; the abandoned write's bytes are gone
+    assert torch.load(last, weights_only=True)["step"] == 1 and os.listdir(tmp_path) == ["last.ckpt"]
+
+
+# 2 epochs of the tiny set: writes 1 and 2 are epoch 1's best and last.ckpt, write 3 is epoch 2's first
+FULL_AT_3 = "trainer.plugins=[{_target_: tests.test_checkpoint_io.DiskFullAt, nth: 3}]"
+TWO_EPOCHS = [*FLAT, "trainer.max_epochs=2", "seed=0"]
+
+
+def test_a_full_disk_stops_the_run_and_the_same_command_resumes(tmp_path, tiny_root):
+    with pytest.raises(DiskFullError, match="make room, then run the same command with ckpt_path="):
+        run(compose_cfg(tmp_path / "a", tiny_root, [*TWO_EPOCHS, FULL_AT_3]))
+    last = tmp_path / "a" / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=True)["epoch"] == 0
+    resumed = run(compose_cfg(tmp_path / "b", tiny_root, [*TWO_EPOCHS, f"ckpt_path={last}"]))
+    assert resumed["epochs_run"] == 2 and resumed["global_steps"] == 2 * 16
+
+
+@pytest.mark.slow
+def test_a_full_disk_cli_is_one_error_line(tmp_path, tiny_root):
+    args = [f"data.root={tiny_root}", *TINY, *TWO_EPOCHS, f"hydra.run.dir={tmp_path / 'run'}"]
+    proc = run_script("train.py", *args, FULL_AT_3, cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "No space left on device on the file system mounted at" in lines[0], lines
