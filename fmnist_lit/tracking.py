@@ -15,17 +15,37 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from lightning.pytorch.loggers import MLFlowLogger as _MLFlowLogger
+from omegaconf import OmegaConf
 
 from fmnist_lit.loggers import run_label
+from fmnist_lit.utils import UserError
 
 log = logging.getLogger(__name__)
 
 SQLITE = "sqlite:///"
+# the URI schemes MLflow keeps runs in ("": a plain folder; databases may name a driver: postgresql+psycopg2)
+SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "file", "databricks", "")
 # metrics.json entries not sent as metrics: settings (seed is a param already) and the per-class numbers (40 more
 # columns), which stay in the metrics.json artifact
 NOT_METRICS = ("per_class", "seed", "max_epochs", "threads")
+
+
+def check_config(cfg: Any) -> None:
+    """`logger.mlflow.tracking_uri` is a store MLflow knows: train.py checks it before the run folder is made
+    (MLflow's own refusal comes when the logger is built, after that)."""
+    settings = (cfg.get("logger") or {}).get("mlflow")
+    # the default (sqlite under ${hydra:runtime.cwd}) may not resolve yet where this is called
+    if not settings or OmegaConf.is_interpolation(settings, "tracking_uri"):
+        return
+    uri = str(settings.get("tracking_uri") or "")
+    if urlparse(uri).scheme.split("+")[0] not in SCHEMES:
+        raise UserError(
+            f"logger.mlflow.tracking_uri={uri}: not a store MLflow knows; use sqlite:///path/to/mlflow.db, "
+            f"a server's http(s)://host:port, or a database URI ({', '.join(SCHEMES[1:4])})"
+        )
 
 
 def sweep_folder() -> str | None:

@@ -6,8 +6,9 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from fmnist_lit.tracking import artifact_root, final_metrics
+from fmnist_lit.tracking import artifact_root, check_config, final_metrics
 from fmnist_lit.train import run
+from fmnist_lit.utils import UserError
 from tests.conftest import TINY, compose_cfg, run_script
 
 
@@ -119,3 +120,15 @@ def test_sweep_is_one_experiment(tmp_path, tiny_root):
     for r in runs:
         m = json.loads((Path(r.data.tags["run_dir"]) / "metrics.json").read_text())
         assert r.data.metrics["test_acc"] == pytest.approx(m["test_acc"])
+
+
+@pytest.mark.parametrize("uri", ["foo://x", "sqlit:///outputs/mlflow.db"])
+def test_an_unknown_store_is_a_user_error(tmp_path, tiny_root, uri):
+    cfg = compose_cfg(tmp_path, tiny_root, ["logger=mlflow", f"logger.mlflow.tracking_uri={uri}"])
+    with pytest.raises(UserError, match=r"^logger\.mlflow\.tracking_uri=.*not a store MLflow knows"):
+        check_config(cfg)
+
+
+@pytest.mark.parametrize("uri", ["sqlite:///m.db", "postgresql+psycopg2://u@h/db", "http://127.0.0.1:5000"])
+def test_known_stores_pass(tmp_path, tiny_root, uri):
+    check_config(compose_cfg(tmp_path, tiny_root, ["logger=mlflow", f"logger.mlflow.tracking_uri={uri}"]))
