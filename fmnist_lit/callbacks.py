@@ -264,3 +264,28 @@ class EMA(EMAWeightAveraging):
     ) -> None:
         if trainer.state.fn == TrainerFn.FITTING:  # resuming: restore both the raw and the averaged weights
             super().on_load_checkpoint(trainer, pl_module, checkpoint)
+
+
+class OverfitCheck(L.Callback):
+    """debug=overfit's verdict: a model trained on a few batches only must learn them by heart. If its training
+    accuracy stays below `min_train_acc`, something between the data and the loss is broken (labels shuffled
+    against images, a net that cannot see its input, an LR far off): the run stops with one error line."""
+
+    def __init__(self, min_train_acc: float = 0.99) -> None:
+        self.min_train_acc = min_train_acc
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        acc = float(trainer.callback_metrics.get("train/acc", float("nan")))
+        batches, epochs = trainer.overfit_batches, trainer.current_epoch
+        if not acc >= self.min_train_acc:
+            raise UserError(
+                f"debug=overfit: train/acc {acc:.4f} < {self.min_train_acc} after {epochs} epochs on "
+                f"{batches} batches: the model cannot learn a few batches by heart (labels, loss or net broken, "
+                "or optimizer.lr far off)"
+            )
+        log.info(
+            "debug=overfit: train/acc %.4f >= %s on %s batches: the model can learn",
+            acc,
+            self.min_train_acc,
+            batches,
+        )

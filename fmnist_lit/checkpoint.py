@@ -2,15 +2,19 @@
 
 A checkpoint is read with `torch.load(weights_only=True)` whatever the environment says
 (TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD only overrides calls that do not pass it), so no pickled code runs. The model is
-rebuilt from the run's `config.yaml` (`<run>/config.yaml` for `<run>/checkpoints/x.ckpt`), and only from this
-project's classes: every `_target_` in the config's model and data sections must be one of ALLOWED_TARGETS, exact
-names (a prefix would let `fmnist_lit.models.torch.hub.Path.write_bytes` or `torch.optim.optimizer.torch.load`
-through: Hydra resolves a dotted path through module attributes), so a crafted `config.yaml` in a downloaded run folder
-cannot make `instantiate` call anything else.
+rebuilt from the run's `config.yaml` (`<run>/config.yaml` for `<run>/checkpoints/x.ckpt`), and only from classes
+the user trusts: every `_target_` in the config's model and data sections must be one of ALLOWED_TARGETS (this
+project's nets, module and data, torch's optimisers and schedulers) or a net the user declared on their own side
+(`trusted_nets`: the `_target_`s of their checkout's conf/model/*.yaml, and $FMNIST_LIT_TRUST). Exact names only
+(a prefix would let `fmnist_lit.models.torch.hub.Path.write_bytes` or `torch.optim.optimizer.torch.load` through:
+Hydra resolves a dotted path through module attributes), so a crafted `config.yaml` in a downloaded run folder
+cannot make `instantiate` call anything else, and nothing the run folder says can widen the list.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -22,8 +26,11 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from fmnist_lit import models
+from fmnist_lit.cli import CONF_DIR
 from fmnist_lit.hardware import resolve_precision
 from fmnist_lit.utils import UserError
+
+log = logging.getLogger(__name__)
 
 # The callables a run's config may name. Each takes plain values (numbers, strings, lists) or another allowed
 # object; none takes a function (so no LambdaLR, MultiplicativeLR, CyclicLR's scale_fn), none reads or writes a
@@ -73,6 +80,34 @@ ALLOWED_TARGETS = frozenset(
 )
 
 
+# comma-separated exact class names (`mynets.Tiny,mynets.Wide`) of nets of one's own, trusted like conf/model/'s
+TRUST_ENV = "FMNIST_LIT_TRUST"
+
+
+def _targets(node: Any) -> set[str]:
+    """Every `_target_` string in a plain config (dicts and lists, at any depth)."""
+    if isinstance(node, dict):
+        own = {node["_target_"]} if isinstance(node.get("_target_"), str) else set()
+        return own.union(*(_targets(v) for v in node.values()))
+    if isinstance(node, list):
+        return set().union(*(_targets(v) for v in node))
+    return set()
+
+
+def trusted_nets() -> set[str]:
+    """The nets the user vouches for from their own side, never from a run folder: the `_target_`s named by this
+    checkout's conf/model/*.yaml (their config: `python train.py model=<name>` runs them anyway) and the exact
+    class names in $FMNIST_LIT_TRUST."""
+    names = {n.strip() for n in os.environ.get(TRUST_ENV, "").split(",") if n.strip()}
+    for path in sorted((Path(CONF_DIR) / "model").glob("*.yaml")):
+        try:
+            names |= _targets(OmegaConf.to_container(OmegaConf.load(path)))
+        # a broken model config of the user's trusts nothing; `model=<it>` reports the error itself
+        except Exception as e:  # noqa: BLE001
+            log.warning("%s: not read for trusted nets (%s)", path, type(e).__name__)
+    return names
+
+
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """The checkpoint's plain contents, or UserError saying in one line why it is not one of ours."""
     path = Path(path)
@@ -102,28 +137,31 @@ def _load_error(e: Exception) -> str:
     return (text.strip().splitlines() or [type(e).__name__])[0][:120]
 
 
-def _refused(node: Any) -> str | None:
+def _refused(node: Any, allowed: frozenset[str] | set[str]) -> str | None:
     """The first `_target_` (at any depth, `_args_` lists included) not in ALLOWED_TARGETS, or a string that would
     be read as an interpolation again (`\\${...}` resolves to `${...}`): what instantiate sees must be what was
     checked."""
     if isinstance(node, dict):
         target = node.get("_target_")
-        if "_target_" in node and not (isinstance(target, str) and target in ALLOWED_TARGETS):
+        if "_target_" in node and not (isinstance(target, str) and target in allowed):
             return f"`{target}`"
-        return next((r for v in node.values() if (r := _refused(v))), None)
+        return next((r for v in node.values() if (r := _refused(v, allowed))), None)
     if isinstance(node, list):
-        return next((r for v in node if (r := _refused(v))), None)
+        return next((r for v in node if (r := _refused(v, allowed))), None)
     return f"the interpolation {node!r}" if isinstance(node, str) and "${" in node else None
 
 
 def check_targets(cfg: DictConfig, where: str) -> DictConfig:
-    """cfg as plain data (no interpolation left), or UserError if it names a callable not in ALLOWED_TARGETS."""
+    """cfg as plain data (no interpolation left), or UserError if it names a callable that is neither in
+    ALLOWED_TARGETS nor a net the user trusts (`trusted_nets`)."""
     # run_config resolved it once; a `${` left now (from an escaped `\\${`) would be resolved again by instantiate
     plain = OmegaConf.to_container(cfg, resolve=False)
-    if (bad := _refused(plain)) is not None:
+    if (bad := _refused(plain, ALLOWED_TARGETS | trusted_nets())) is not None:
+        name = bad.strip("`")
         raise UserError(
-            f"{where}: refuses to build {bad} (a run's config may name only this project's nets, "
-            "module and data and torch's optimisers and LR schedulers)"
+            f"{where}: refuses to build {bad} (a run's config may name only this project's classes, torch's "
+            f"optimisers and schedulers, and nets you trust: if it is your own, name it in a conf/model/<name>.yaml "
+            f"of this checkout or set {TRUST_ENV}={name})"
         )
     return OmegaConf.create(plain)
 

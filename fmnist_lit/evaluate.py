@@ -38,8 +38,11 @@ def check_output_dir(ckpt_path: str | Path, out: Path) -> None:
 
 
 def check_before_writing(cfg: DictConfig, out: Path) -> None:
-    """Called by cli.CheckBeforeWriting before Hydra writes into the output folder."""
+    """Called by cli.CheckBeforeWriting before Hydra writes into the output folder: a checkpoint that is not one
+    of ours, or whose run names a class the user does not trust, is refused with nothing written."""
     check_eval_config(cfg)
+    read_checkpoint(cfg.ckpt_path)
+    run_config(cfg.ckpt_path)
     check_output_dir(cfg.ckpt_path, out)
 
 

@@ -11,12 +11,12 @@ under `scheduler=cosine`): one line naming it and what the class takes.
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import math
 from typing import Any
 
 import torch
-from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, SequentialLR
 
@@ -58,10 +58,11 @@ def _factory_class(cfg: DictConfig, group: str) -> tuple[type, set[str]] | None:
     node = OmegaConf.select(cfg, group)
     if not isinstance(node, DictConfig) or "_target_" not in node:
         return None
+    module, _, name = str(node._target_).rpartition(".")
     try:
-        cls = get_class(str(node._target_))
-    except Exception as e:  # noqa: BLE001 (ImportError, AttributeError, ValueError: all mean "no such class")
-        raise UserError(f"{group}._target_={node._target_}: no such class ({type(e).__name__})") from None
+        cls = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError):
+        raise UserError(f"{group}._target_={node._target_}: no such class") from None
     return cls, {k for k in node.keys() if not str(k).startswith("_")}  # noqa: SIM118 (keys(): no resolving)
 
 

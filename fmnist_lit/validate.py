@@ -21,6 +21,7 @@ from hydra.utils import get_method
 from omegaconf import DictConfig, OmegaConf
 
 from fmnist_lit.cli import CONF_DIR
+from fmnist_lit.optim import HORIZON_KEYS, check_keys
 from fmnist_lit.utils import UserError
 
 _ABSENT = object()
@@ -108,6 +109,12 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
         lambda v: _number(v) and 0 < v < 1,
         "must be a number in (0, 1): the fraction of the steps spent warming up",
     ),
+    (
+        "trainer.strategy",
+        lambda v: not (isinstance(v, str) and v.startswith(("ddp_spawn", "ddp_fork", "ddp_notebook"))),
+        "not supported: a spawned or forked rank cannot hand its predictions back for the report; use "
+        "trainer=ddp (one process per device, started like this one)",
+    ),
     ("model.label_smoothing", lambda v: _number(v) and 0 <= v < 1, "must be a number in [0, 1)"),
     (
         "trainer.precision",
@@ -142,14 +149,15 @@ def check_rules(
 
 
 def _uses_total_steps(cfg: DictConfig) -> bool:
-    """True for a per-step schedule whose length is the run's length (OneCycleLR)."""
+    """True for a schedule planned over the whole run (OneCycleLR, CosineAnnealingLR, WarmupCosineLR)."""
     target = _select(cfg, "scheduler._target_")
     if target is _ABSENT or target is None:
         return False
     try:
-        return "total_steps" in inspect.signature(get_method(str(target))).parameters
-    except Exception:  # noqa: BLE001 (an unknown target is reported by instantiate, with its own message)
+        params = inspect.signature(get_method(str(target))).parameters
+    except Exception:  # noqa: BLE001 (an unknown target is reported by optim.check_keys)
         return False
+    return any(k in params for k in HORIZON_KEYS)
 
 
 def check_train_config(cfg: DictConfig, resolved: bool = True) -> None:
@@ -157,6 +165,7 @@ def check_train_config(cfg: DictConfig, resolved: bool = True) -> None:
     if _select(cfg, "trainer.max_epochs") == 0:
         raise UserError("trainer.max_epochs=0: nothing would be trained; use eval.py to test a checkpoint")
     check_rules(cfg, resolved=resolved)
+    check_keys(cfg)
     unbounded = _select(cfg, "trainer.max_epochs") == -1 and _select(cfg, "trainer.max_steps") in (
         _ABSENT,
         None,
@@ -164,7 +173,7 @@ def check_train_config(cfg: DictConfig, resolved: bool = True) -> None:
     )
     if unbounded and _uses_total_steps(cfg):
         raise UserError(
-            "trainer.max_epochs=-1: the OneCycle schedule needs a finite run length; give a number of "
+            "trainer.max_epochs=-1: this LR schedule needs a finite run length; give a number of "
             "epochs (or trainer.max_steps), or use scheduler=null for a constant LR"
         )
     problem = _accelerator_problem(_select(cfg, "trainer.accelerator"))
