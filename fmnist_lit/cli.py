@@ -5,13 +5,16 @@ Three places see the user's input, in this order, and each turns a mistake into 
 - `run_hydra_app` (the `__main__` of train.py and eval.py): Hydra's own errors while composing the config
   (unknown option or key, bad override syntax), which Hydra would print in ~13 lines and exit 1.
 - `CheckBeforeWriting` (a Hydra callback in conf/): the entry point's checks on the composed config, run before
-  Hydra creates the run folder and writes `.hydra/` into it; and a sweep folder that already holds a sweep.
+  Hydra creates the run folder and writes `.hydra/` into it; a sweep folder that already holds a sweep; a folder
+  that cannot be made, or that another run has claimed (fmnist_lit/run_folder.py).
 - `exit_on_user_error` / train.main: UserErrors raised while the task runs (data, checkpoints, divergence).
 """
 
 from __future__ import annotations
 
+import atexit
 import functools
+import logging
 import os
 import re
 import sys
@@ -23,10 +26,17 @@ import torch
 from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
 from hydra.experimental.callback import Callback
 from hydra.utils import get_method
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
-from fmnist_lit.run_folder import make_folder
+from fmnist_lit.run_folder import (
+    SWEEP_MARKER,
+    claim,
+    joins_another_process,
+    release_unused_sweep,
+    set_hydra_dir,
+    typed,
+)
 from fmnist_lit.utils import UserError
 
 # the repo's conf/ (absolute: Hydra would otherwise look for a `conf` module inside the package)
@@ -35,6 +45,7 @@ CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 USER_ERRORS = (UserError, MissingMandatoryValue)
 # config groups that may be switched off: `logger=null` means Hydra's `~logger` (Hydra 1.3 refuses `group=null`)
 OPTIONAL_GROUPS = ("logger", "callbacks", "experiment", "debug", "hparams_search", "scheduler")
+log = logging.getLogger(__name__)
 
 
 def set_threads(threads: int | None) -> None:
@@ -123,36 +134,52 @@ def run_hydra_app(main: Callable[[], Any]) -> None:
 
 
 class CheckBeforeWriting(Callback):
-    """Hydra callback (`hydra.callbacks` in conf/train.yaml and conf/eval.yaml). Hydra creates the run folder and
-    writes `.hydra/` into it before the task starts, so checks made by the task come too late to leave a refused
-    run folder untouched. This runs `check(cfg, run_dir)` (the entry point's: output folder and settings) first.
+    """Hydra callback (`hydra.callbacks` in conf/train.yaml, eval.yaml, export.yaml). Hydra creates the run folder
+    and writes `.hydra/` into it before the task starts, so checks made by the task come too late to leave a refused
+    run folder untouched. This runs `check(cfg, run_dir)` (the entry point's: output folder and settings) first,
+    then makes and claims the folder (fmnist_lit/run_folder.py): two runs started together never share one.
 
     A multirun is refused when its sweep folder already holds a job or a leaderboard: its leaderboard would mix the
-    old jobs with the new ones (job folders are numbered from 0 again)."""
+    old jobs with the new ones (job folders are numbered from 0 again). A sweep that ends before its first job
+    gives its folder back (nothing is left in it)."""
 
-    def __init__(self, check: str) -> None:
+    def __init__(self, check: str | None = None) -> None:
         self.check = check
 
-    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        if int(os.environ.get("LOCAL_RANK", "0")) > 0:
-            return  # a DDP rank that Lightning re-launched into its rank 0's run folder: rank 0 checked it
-        run_dir = Path(str(config.hydra.run.dir))
+    def _claim(
+        self, config: DictConfig, key: str, marker: str, content: str | None, check: Callable[[Path], None]
+    ) -> Path:
+        """The folder `key` names, or the next free one if that name came from conf/ and is taken (said so)."""
+        asked = Path(str(OmegaConf.select(config, key)))
         try:
-            get_method(self.check)(config, run_dir)
-            make_folder("hydra.run.dir", run_dir)
+            folder = claim(key, asked, not typed(config, key), marker, content, check)
         except USER_ERRORS as e:
             fail(str(e))
+        if folder != asked:
+            set_hydra_dir(config, key, folder)
+            log.warning("%s is another run's: this one writes to %s", asked, folder)
+        return folder
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if joins_another_process():
+            return
+        marker = str(config.hydra.output_subdir or ".hydra")
+        # the entry point's check of its settings and of a run folder (export.py has none)
+        check = functools.partial(get_method(self.check), config) if self.check else lambda folder: None
+        self._claim(config, "hydra.run.dir", marker, None, check)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        sweep = Path(str(config.hydra.sweep.dir))
-        # Hydra's multirun.yaml alone records a sweep whose first job never started (e.g. a typo in an override
-        # that only job composition sees): nothing to protect, so the corrected command may reuse the folder
-        if sweep.is_dir() and any(p.name != "multirun.yaml" for p in sweep.iterdir()):
-            fail(
-                f"hydra.sweep.dir={sweep} already holds a sweep: a second one would mix its jobs and leaderboard "
-                "with the first; choose a new hydra.sweep.dir"
-            )
-        try:
-            make_folder("hydra.sweep.dir", sweep)
-        except USER_ERRORS as e:
-            fail(str(e))
+        asked = Path(str(config.hydra.sweep.dir))
+        made = not asked.exists()
+        sweep = self._claim(config, "hydra.sweep.dir", SWEEP_MARKER, "", _check_sweep)
+        # Hydra's basic sweeper writes it again; other sweepers (Optuna) leave this record of the sweep
+        OmegaConf.save(config, sweep / SWEEP_MARKER)
+        atexit.register(release_unused_sweep, sweep, made or sweep != asked)
+
+
+def _check_sweep(folder: Path) -> None:
+    if folder.is_dir() and any(p.name != SWEEP_MARKER for p in folder.iterdir()):
+        raise UserError(
+            f"hydra.sweep.dir={folder} already holds a sweep: a second one would mix its jobs and leaderboard "
+            "with the first; choose a new hydra.sweep.dir"
+        )
