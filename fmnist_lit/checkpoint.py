@@ -196,13 +196,24 @@ def run_config(ckpt_path: str | Path) -> tuple[Path, DictConfig]:
 RESUME_KEYS = ("state_dict", "pytorch-lightning_version", "epoch", "global_step", "loops", "optimizer_states")
 
 
-def check_resumable(ckpt: dict[str, Any], model: L.LightningModule, ckpt_path: str | Path) -> None:
-    """UserError unless `train.py ckpt_path=` can resume `model` from ckpt (read by read_checkpoint)."""
+def check_resumable(
+    ckpt: dict[str, Any], model: L.LightningModule, ckpt_path: str | Path, max_epochs: int
+) -> None:
+    """UserError unless `train.py ckpt_path=` can resume `model` from ckpt (read by read_checkpoint) and train on
+    for `max_epochs` in all."""
     missing = [k for k in RESUME_KEYS if k not in ckpt]
     if missing:
         raise UserError(
             f"ckpt_path={ckpt_path}: not a checkpoint to resume training from (no {', '.join(missing)}); "
             "a checkpoint of train.py's run folder resumes, any checkpoint evaluates with eval.py"
+        )
+    # epochs whose training finished when the checkpoint was written (Lightning's fit-loop progress)
+    done = ckpt["loops"].get("fit_loop", {}).get("epoch_progress", {}).get("current", {}).get("processed", 0)
+    if max_epochs != -1 and done >= max_epochs:
+        raise UserError(
+            f"ckpt_path={ckpt_path}: its run finished all trainer.max_epochs={max_epochs} epochs, nothing is "
+            f"left to train: test it with `python eval.py ckpt_path={ckpt_path}` (or train longer with a larger "
+            "trainer.max_epochs and scheduler=null)"
         )
     # torch.compile'd nets save their weights under `net._orig_mod.`: compare the plain names, then the flag
     want = {k: tuple(v.shape) for k, v in model.state_dict().items()}

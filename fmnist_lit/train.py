@@ -26,7 +26,7 @@ import fmnist_lit
 from fmnist_lit import tracking
 from fmnist_lit.assess import assess, describe, write_results
 from fmnist_lit.calibration import save_temperature
-from fmnist_lit.checkpoint import check_resumable, read_checkpoint
+from fmnist_lit.checkpoint import check_resumable, read_checkpoint, run_dir_of
 from fmnist_lit.cli import CONF_DIR, USER_ERRORS, run_hydra_app, set_threads
 from fmnist_lit.hardware import device_description, resolve_precision
 from fmnist_lit.sweep import (
@@ -149,10 +149,31 @@ def check_before_writing(cfg: DictConfig, out: Path) -> None:
     check_run_folder(out)
     check_train_config(cfg, resolved=False)
     check_callbacks(cfg, out)
+    tracking.check_config(cfg)
+    model = build(cfg, "model")
+    build(cfg, "data")
+    if cfg.get("ckpt_path"):
+        check_resumable(read_checkpoint(cfg.ckpt_path), model, cfg.ckpt_path, cfg.trainer.max_epochs)
+
+
+def build(cfg: DictConfig, section: str) -> Any:
+    """`instantiate(cfg.<section>)`, a setting its class refuses (`+model.net.depth=3`, a key the typo message
+    suggested that the class does not take) as one UserError. Building the net and the DataModule reads no data."""
+    try:
+        return instantiate(cfg[section])
+    except InstantiationException as e:
+        if isinstance(e.__cause__, (TypeError, ValueError)):
+            raise UserError(f"{section}: {' '.join(str(e.__cause__).split())}") from e
+        raise
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Fit + test one configuration; returns the metrics written to metrics.json."""
+    # where everything goes, said first (console and train.log), then what made it
+    log.info(
+        "run folder: %s (train.log, checkpoints/, tensorboard/, metrics.json, report/)", cfg.paths.output_dir
+    )
+    log.info("command: %s", " ".join(["python", *sys.argv]))
     try:
         OmegaConf.resolve(cfg)  # precision=auto is decided here, once, and config.yaml records the outcome
     except OmegaConfBaseException as e:  # e.g. an interpolation typed on the command line that points nowhere
@@ -170,11 +191,18 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         L.seed_everything(cfg.seed, workers=True)
     set_threads(cfg.get("threads"))
 
-    datamodule: L.LightningDataModule = instantiate(cfg.data)
-    model: L.LightningModule = instantiate(cfg.model)
+    datamodule: L.LightningDataModule = build(cfg, "data")
+    model: L.LightningModule = build(cfg, "model")
     if resume is not None:
-        check_resumable(resume, model, cfg.ckpt_path)
-        del resume  # Lightning reads it again (weights only, below) to restore every state
+        check_resumable(resume, model, cfg.ckpt_path, cfg.trainer.max_epochs)
+        log.info(
+            "continues the run in %s from step %d (epoch %d): its curves up to that step are in that folder",
+            run_dir_of(cfg.ckpt_path),
+            resume["global_step"],
+            resume["epoch"] + 1,
+        )
+        # Lightning reads it again (weights only, below) to restore every state
+        del resume
     trainer = build_trainer(cfg)
     OmegaConf.save(cfg, out / "config.yaml")
     log.info("precision=%s device=%s", cfg.trainer.precision, device_description(cfg.trainer.accelerator))
@@ -226,6 +254,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             "epochs_run": trainer.current_epoch,
             "global_steps": trainer.global_step,
             "wall_seconds": round(time.time() - START, 2),
+            "resumed_from": str(Path(cfg.ckpt_path).resolve()) if cfg.get("ckpt_path") else None,
         }
         | describe(model, cfg.trainer.precision, cfg.trainer.accelerator, cfg.get("seed"))
     )
