@@ -13,6 +13,7 @@ cannot make `instantiate` call anything else, and nothing the run folder says ca
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -106,6 +107,24 @@ def trusted_nets() -> set[str]:
         except Exception as e:  # noqa: BLE001
             log.warning("%s: not read for trusted nets (%s)", path, type(e).__name__)
     return names
+
+
+def locate(ckpt_path: str | Path) -> Path:
+    """`ckpt_path` as given, or for a finished run's folder the checkpoint it tested (metrics.json's
+    `best_checkpoint`, looked up in the folder's own checkpoints/, so a moved or downloaded run works too)."""
+    path = Path(ckpt_path)
+    if not path.is_dir():
+        return path
+    try:
+        best = json.loads((path / "metrics.json").read_text()).get("best_checkpoint")
+    except (OSError, ValueError, AttributeError):
+        best = None
+    if not best or not (path / "checkpoints" / Path(best).name).is_file():
+        raise UserError(
+            f"ckpt_path={path}: a folder but not a finished train.py run with a tested checkpoint (no metrics.json "
+            "naming one in its checkpoints/); give a .ckpt file, e.g. its checkpoints/last.ckpt"
+        )
+    return path / "checkpoints" / Path(best).name
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:

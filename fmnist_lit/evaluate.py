@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from fmnist_lit.assess import assess, describe, write_results
 from fmnist_lit.calibration import stored_temperature
-from fmnist_lit.checkpoint import load_model, read_checkpoint, run_config, run_dir_of
+from fmnist_lit.checkpoint import load_model, locate, read_checkpoint, run_config, run_dir_of
 from fmnist_lit.cli import CONF_DIR, exit_on_user_error, set_threads
 from fmnist_lit.hardware import resolve_precision
 from fmnist_lit.report import load_metrics
@@ -41,14 +41,16 @@ def check_before_writing(cfg: DictConfig, out: Path) -> None:
     """Called by cli.CheckBeforeWriting before Hydra writes into the output folder: a checkpoint that is not one
     of ours, or whose run names a class the user does not trust, is refused with nothing written."""
     check_eval_config(cfg)
-    read_checkpoint(cfg.ckpt_path)
-    run_config(cfg.ckpt_path)
-    check_output_dir(cfg.ckpt_path, out)
+    ckpt_path = locate(cfg.ckpt_path)
+    read_checkpoint(ckpt_path)
+    run_config(ckpt_path)
+    check_output_dir(ckpt_path, out)
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     check_eval_config(cfg)
-    ckpt_path = Path(cfg.ckpt_path)
+    # a run folder stands for the checkpoint its run tested
+    ckpt_path = locate(cfg.ckpt_path)
     ckpt = read_checkpoint(ckpt_path)
     src, run_cfg = run_config(ckpt_path)
     out = Path(cfg.paths.output_dir).resolve()
