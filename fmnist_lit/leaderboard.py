@@ -1,7 +1,8 @@
 """Aggregate a Hydra sweep folder into leaderboard.md / .csv / .png.
 
 A job is a sub-folder holding `.hydra/overrides.yaml` (Hydra writes it before the job starts). A job that has no
-`metrics.json` failed (or is still running, or was killed): it is listed as failed, never silently dropped.
+`metrics.json` failed (or is still running, or was killed): it is listed as failed, never silently dropped. An
+Optuna trial stopped early by the pruner (fmnist_lit/optuna_pruning.py) is listed as pruned: not a failure.
 One row per distinct configuration = the job's overrides minus `seed`; overrides shared by every job are shown
 once above the table instead of in every row. Rows are ranked by mean best validation accuracy, the metric a sweep
 chooses on; test accuracy is reported beside it, never used to order.
@@ -20,6 +21,8 @@ from typing import Any
 from omegaconf import OmegaConf
 
 IGNORED_KEYS = {"seed"}  # what a row averages over
+# error.txt of a pruned trial starts with the name of the exception Optuna's pruning raises
+PRUNED = "TrialPruned"
 # CSV columns besides the swept keys (present even when every job failed)
 CSV_FIELDS = [
     "config",
@@ -33,6 +36,7 @@ CSV_FIELDS = [
     "wall_seconds_mean",
     "seeds",
     "failed",
+    "pruned",
 ]
 
 
@@ -44,8 +48,12 @@ class Job:
     error: str | None = None  # first line of error.txt, when the job wrote one
 
     @property
+    def pruned(self) -> bool:
+        return self.metrics is None and (self.error or "").startswith(PRUNED)
+
+    @property
     def failed(self) -> bool:
-        return self.metrics is None
+        return self.metrics is None and not self.pruned
 
 
 @dataclass
@@ -120,7 +128,7 @@ def group(jobs: list[Job]) -> tuple[list[Row], dict[str, str]]:
     for j in jobs:
         cfg = {k: j.overrides.get(k, "") for k in varying}
         rows.setdefault(tuple(cfg.items()), Row(cfg))
-        if not j.failed:
+        if j.metrics is not None:
             rows[tuple(cfg.items())].jobs.append(j)
     out = [r for r in rows.values() if r.jobs]
     out.sort(key=_rank)
@@ -170,8 +178,19 @@ def _pct_std(mean: float, std: float) -> str:
     return _pct(mean) + ("" if math.isnan(std) else f" ± {_pct(std)}")
 
 
+def _job_lines(jobs: list[Job], common: dict[str, str]) -> list[str]:
+    return [
+        f"- job `{j.path.name}` `{_label({k: v for k, v in j.overrides.items() if k not in common})}`: {j.error}"
+        for j in jobs
+    ]
+
+
 def to_markdown(
-    sweep_dir: Path, summaries: list[dict[str, Any]], common: dict[str, str], failed: list[Job]
+    sweep_dir: Path,
+    summaries: list[dict[str, Any]],
+    common: dict[str, str],
+    failed: list[Job],
+    pruned: list[Job],
 ) -> str:
     lines = [f"# Leaderboard: `{sweep_dir}`", ""]
     if common:
@@ -190,10 +209,10 @@ def to_markdown(
             f"{_pct_std(s['test_acc_mean'], s['test_acc_std'])} | {s['n']} | {params} | {s['epochs']} | "
             f"{s['wall_seconds_mean']:.0f} |"
         )
-    lines += ["", f"Failed jobs: {len(failed)}"]
-    for j in failed:
-        own = {k: v for k, v in j.overrides.items() if k not in common}
-        lines.append(f"- job `{j.path.name}` `{_label(own)}`: {j.error}")
+    lines += ["", f"Failed jobs: {len(failed)}", *_job_lines(failed, common)]
+    if pruned:
+        lines += ["", f"Pruned trials (stopped early by the Optuna pruner, not failures): {len(pruned)}"]
+        lines += _job_lines(pruned, common)
     return "\n".join(lines) + "\n"
 
 
@@ -266,21 +285,23 @@ def write_leaderboard(sweep_dir: str | Path) -> tuple[list[dict[str, Any]], list
     rows, common = group(jobs)
     summaries = [summarise(r) for r in rows]
     failed = [j for j in jobs if j.failed]
-    (sweep_dir / "leaderboard.md").write_text(to_markdown(sweep_dir, summaries, common, failed))
+    pruned = [j for j in jobs if j.pruned]
+    (sweep_dir / "leaderboard.md").write_text(to_markdown(sweep_dir, summaries, common, failed, pruned))
     fields = list(dict.fromkeys([*CSV_FIELDS[:1], *(k for s in summaries for k in s), *CSV_FIELDS[1:]]))
     with (sweep_dir / "leaderboard.csv").open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=fields)
         w.writeheader()
         for s in summaries:
             w.writerow(s)
-        for j in failed:  # failed jobs stay visible in the CSV too, one line each
+        # failed and pruned jobs stay visible in the CSV too, one line each, the reason in its column
+        for j in failed + pruned:
             own = {k: v for k, v in j.overrides.items() if k not in common}
             w.writerow(
                 {
                     **{k: v for k, v in own.items() if k in fields},
                     "config": _label(own),
                     "n": 0,
-                    "failed": j.error,
+                    "pruned" if j.pruned else "failed": j.error,
                 }
             )
     to_png(sweep_dir / "leaderboard.png", summaries)

@@ -33,7 +33,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, open_dict
 
-from fmnist_lit.leaderboard import find_jobs, write_leaderboard
+from fmnist_lit.leaderboard import PRUNED, find_jobs, write_leaderboard
 
 log = logging.getLogger(__name__)
 ERROR_FILE = "error.txt"
@@ -70,7 +70,11 @@ def record_failure(output_dir: str | Path, exc: BaseException) -> None:
         return
     finally:
         tmp.unlink(missing_ok=True)
-    log.error("job failed: %s (details in %s)", summary, out / ERROR_FILE)
+    # an Optuna trial stopped early by its pruner (fmnist_lit/optuna_pruning.py) is an outcome, not an error
+    if summary.startswith(PRUNED):
+        log.info("job pruned: %s", summary)
+    else:
+        log.error("job failed: %s (details in %s)", summary, out / ERROR_FILE)
 
 
 def records_failures() -> bool:
