@@ -226,14 +226,6 @@ def check_resumable(
             f"ckpt_path={ckpt_path}: not a checkpoint to resume training from (no {', '.join(missing)}); "
             "a checkpoint of train.py's run folder resumes, any checkpoint evaluates with eval.py"
         )
-    # epochs whose training finished when the checkpoint was written (Lightning's fit-loop progress)
-    done = ckpt["loops"].get("fit_loop", {}).get("epoch_progress", {}).get("current", {}).get("processed", 0)
-    if max_epochs != -1 and done >= max_epochs:
-        raise UserError(
-            f"ckpt_path={ckpt_path}: its run finished all trainer.max_epochs={max_epochs} epochs, nothing is "
-            f"left to train: test it with `python eval.py ckpt_path={ckpt_path}` (or train longer with a larger "
-            "trainer.max_epochs and scheduler=null)"
-        )
     # torch.compile'd nets save their weights under `net._orig_mod.`: compare the plain names, then the flag
     want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     got = {
@@ -254,6 +246,14 @@ def check_resumable(
         raise UserError(
             f"ckpt_path={ckpt_path}: the run was trained with model.compile={str(compiled).lower()}: "
             "resume with the same setting"
+        )
+    # epochs whose training finished when the checkpoint was written (Lightning's fit-loop progress)
+    done = ckpt["loops"].get("fit_loop", {}).get("epoch_progress", {}).get("current", {}).get("processed", 0)
+    if max_epochs != -1 and done >= max_epochs:
+        raise UserError(
+            f"ckpt_path={ckpt_path}: its run finished all trainer.max_epochs={max_epochs} epochs, nothing is "
+            f"left to train: test it with `python eval.py ckpt_path={ckpt_path}` (or train longer with a larger "
+            "trainer.max_epochs and scheduler=null)"
         )
 
 

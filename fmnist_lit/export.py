@@ -34,7 +34,7 @@ from torch import nn
 
 from fmnist_lit.batches import MEAN, STD, normalize_uint8
 from fmnist_lit.calibration import stored_temperature
-from fmnist_lit.checkpoint import load_model, read_checkpoint, run_config
+from fmnist_lit.checkpoint import load_model, locate, read_checkpoint, run_config
 from fmnist_lit.cli import CONF_DIR, exit_on_user_error, set_threads
 from fmnist_lit.data import CLASSES
 from fmnist_lit.utils import UserError
@@ -134,17 +134,28 @@ def parity(
     }
 
 
-def export(cfg: DictConfig) -> dict[str, Any]:
+def check_before_writing(cfg: DictConfig, out_dir: Path) -> None:
+    """Called by cli.CheckBeforeWriting before Hydra makes the output folder: the format, the checkpoint (a run
+    folder stands for the checkpoint it tested) and its run's config, and the output file."""
     fmt = str(cfg.format)
     if fmt not in SUFFIX:
         raise UserError(f"format={fmt}: choose onnx or torchscript")
-    ckpt_path = Path(cfg.ckpt_path)
+    ckpt_path = locate(cfg.ckpt_path)
+    read_checkpoint(ckpt_path)
+    run_config(ckpt_path)
+    out = Path(cfg.output) if cfg.get("output") else out_dir / f"model{SUFFIX[fmt]}"
+    if out.exists():
+        raise UserError(f"{out} already exists: choose another output=")
+
+
+def export(cfg: DictConfig) -> dict[str, Any]:
+    fmt = str(cfg.format)
+    check_before_writing(cfg, Path(cfg.paths.output_dir))
+    ckpt_path = locate(cfg.ckpt_path)
     ckpt = read_checkpoint(ckpt_path)
     _, run_cfg = run_config(ckpt_path)
     model = load_model(run_cfg, ckpt, ckpt_path).float().eval()
     out = Path(cfg.output) if cfg.get("output") else Path(cfg.paths.output_dir) / f"model{SUFFIX[fmt]}"
-    if out.exists():
-        raise UserError(f"{out} already exists: choose another output=")
     set_threads(cfg.get("threads"))
     stored = stored_temperature(ckpt_path)
     temperature = stored if stored is not None else 1.0

@@ -1,0 +1,104 @@
+"""A refused command writes nothing: each mistake below is one `error:` line, exit status 2, and no folder on disk
+(no `.hydra/`, no empty log that a leaderboard or `ls -t` would pick up). Also the short name of a run's tested
+checkpoint (its folder) and resuming a finished run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import TINY, run_script
+from tests.helpers import assert_one_error_line
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, tiny_root) -> Path:
+    """A finished tiny mlp run (metrics.json, checkpoints/)."""
+    run = tmp_path_factory.mktemp("finished") / "run"
+    proc = run_script(
+        "train.py",
+        f"data.root={tiny_root}",
+        *TINY,
+        "model=mlp",
+        "logger=csv",
+        "report.enabled=false",
+        f"hydra.run.dir={run}",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return run
+
+
+def refusals(run: Path, tmp_path: Path, tiny_root: Path) -> dict[str, tuple[list[str], str]]:
+    """name -> (command line, what the error line says)."""
+    foreign = tmp_path / "foreign.ckpt"
+    torch.save({"weights": torch.zeros(3)}, foreign)
+    onnx = tmp_path / "model.onnx"
+    onnx.write_bytes(b"\x08\x07not an onnx file")
+    last = run / "checkpoints" / "last.ckpt"
+    data = [f"data.root={tiny_root}", *TINY, "logger=csv"]
+    return {
+        "eval: metrics.json": (
+            ["eval.py", f"ckpt_path={run / 'metrics.json'}"],
+            "not a readable PyTorch checkpoint",
+        ),
+        "eval: onnx": (["eval.py", f"ckpt_path={onnx}"], "not a readable PyTorch checkpoint"),
+        "eval: foreign": (["eval.py", f"ckpt_path={foreign}"], "not a Lightning checkpoint"),
+        "eval: not a run": (["eval.py", f"ckpt_path={tmp_path}"], "not a finished train.py run"),
+        "export: tflite": (["export.py", f"ckpt_path={last}", "format=tflite"], "format=tflite"),
+        "train: other net": (
+            ["train.py", *data, "model=simple_cnn", f"ckpt_path={last}"],
+            "weights do not fit",
+        ),
+        "train: finished": (
+            ["train.py", *data, "model=mlp", f"ckpt_path={last}"],
+            "nothing is left to train",
+        ),
+        "train: key the class refuses": (
+            ["train.py", *data, "+model.net.depth=3"],
+            "unexpected keyword argument 'depth'",
+        ),
+    }
+
+
+CASES = ["eval: metrics.json", "eval: onnx", "eval: foreign", "eval: not a run", "export: tflite"]
+CASES += ["train: other net", "train: finished", "train: key the class refuses"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", CASES)
+def test_a_refusal_writes_nothing(tmp_path, tiny_root, finished_run, case):
+    args, message = refusals(finished_run, tmp_path, tiny_root)[case]
+    out = tmp_path / "out"
+    before = sorted(p.name for p in finished_run.rglob("*"))
+    proc = run_script(*args, f"hydra.run.dir={out}", cwd=tmp_path)
+    assert_one_error_line(proc, message)
+    assert not out.exists() and not (tmp_path / "outputs").exists()
+    # the run it was given is untouched
+    assert sorted(p.name for p in finished_run.rglob("*")) == before
+
+
+@pytest.mark.slow
+def test_a_run_folder_stands_for_its_tested_checkpoint(tmp_path, finished_run):
+    proc = run_script(
+        "eval.py", f"ckpt_path={finished_run}", f"hydra.run.dir={tmp_path / 'eval'}", cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    trained = json.loads((finished_run / "metrics.json").read_text())
+    evaluated = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert Path(evaluated["best_checkpoint"]).name == Path(trained["best_checkpoint"]).name
+    assert evaluated["test_acc"] == trained["test_acc"]
+
+
+@pytest.mark.slow
+def test_the_run_folder_is_the_first_line(tmp_path, tiny_root):
+    run = tmp_path / "run"
+    proc = run_script(
+        "train.py", f"data.root={tiny_root}", *TINY, "model=mlp", "logger=csv", f"hydra.run.dir={run}"
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    log = (run / "train.log").read_text().splitlines()
+    first = next(line for line in log if "fmnist_lit" in line)
+    assert f"run folder: {run}" in first and "command: python" in log[1]
