@@ -4,12 +4,15 @@ report describe the images actually tested, and say how many."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from fmnist_lit.cli import CONF_DIR
 from fmnist_lit.train import run
+from fmnist_lit.utils import tidy_float
 from tests.conftest import compose_cfg, run_script
 
 MODES = sorted(p.stem for p in (Path(CONF_DIR) / "debug").glob("*.yaml"))
@@ -41,7 +44,8 @@ def test_debug_mode_runs(tmp_path, tiny_root, mode, caplog):
     out = tmp_path / "run"
     metrics = run(compose_cfg(out, tiny_root, [f"debug={mode}", *SMALL], tiny=False))
     written = files(out)
-    assert json.loads((out / "metrics.json").read_text())["test_acc"] == metrics["test_acc"]
+    # metrics.json writes the float32 metric as its shortest decimal (fmnist_lit.utils.tidy_float)
+    assert json.loads((out / "metrics.json").read_text())["test_acc"] == tidy_float(metrics["test_acc"])
     # metrics, report and predictions describe the same images
     assert sum(map(sum, metrics["confusion_matrix"])) == metrics["test_images"]
     tested = metrics["test_images"]
@@ -65,13 +69,19 @@ def test_overfit_check_fails_a_model_that_cannot_learn(tmp_path, tiny_root):
     from fmnist_lit.utils import UserError
 
     # an LR so small that nothing moves: 3 batches are not learnt in 3 epochs, and the mode says so in one error
-    cfg = compose_cfg(tmp_path, tiny_root, ["debug=overfit", *SMALL, "optimizer.lr=1e-9", "trainer.max_epochs=3"], tiny=False)
+    cfg = compose_cfg(
+        tmp_path,
+        tiny_root,
+        ["debug=overfit", *SMALL, "optimizer.lr=1e-9", "trainer.max_epochs=3"],
+        tiny=False,
+    )
     with pytest.raises(UserError, match=r"debug=overfit: train/acc 0\.\d+ < 0\.99"):
         run(cfg)
 
 
 @pytest.mark.parametrize(
-    "limit", ["++trainer.fast_dev_run=true", "trainer.limit_test_batches=3", "trainer.limit_test_batches=0.25"]
+    "limit",
+    ["++trainer.fast_dev_run=true", "trainer.limit_test_batches=3", "trainer.limit_test_batches=0.25"],
 )
 def test_limited_test_set(tmp_path, tiny_root, limit):
     cfg = compose_cfg(
@@ -91,3 +101,49 @@ def test_debug_mode_on_the_real_data(tmp_path, mode):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (tmp_path / "run" / "metrics.json").is_file()
+
+
+def test_importing_the_package_is_enough_to_compose_and_build_a_trainer(tmp_path):
+    """As lightning-hydra-template's tests and a notebook do: compose conf/, instantiate cfg.trainer. The
+    `auto_precision` resolver must come with `import fmnist_lit`, not with whichever module happens to be imported."""
+    code = (
+        "import fmnist_lit\n"
+        "from hydra import compose, initialize_config_dir\n"
+        "from hydra.utils import instantiate\n"
+        "from fmnist_lit.cli import CONF_DIR\n"
+        "with initialize_config_dir(config_dir=CONF_DIR, version_base='1.3'):\n"
+        f"    cfg = compose('train', overrides=['trainer.default_root_dir={tmp_path}', '~trainer.plugins'])\n"
+        "print(instantiate(cfg.trainer).precision)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert proc.returncode == 0 and proc.stdout.split()[-1] in ("32-true", "bf16-mixed"), proc.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_a_sweep_with_a_limited_test_set(tmp_path, tiny_root):
+    sweep = tmp_path / "sweep"
+    proc = run_script(
+        "train.py", "-m", f"data.root={tiny_root}", *SMALL, "trainer.max_epochs=1", "report.enabled=false",
+        "++trainer.limit_test_batches=0.25", "seed=0,1", f"hydra.sweep.dir={sweep}", cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for job in ("0", "1"):
+        assert json.loads((sweep / job / "metrics.json").read_text())["test_images"] == 50
+    assert (sweep / "leaderboard.md").is_file()
+
+
+@pytest.mark.slow
+def test_fast_dev_run_from_the_command_line(tmp_path, tiny_root):
+    run = tmp_path / "run"
+    proc = run_script(
+        "train.py",
+        f"data.root={tiny_root}",
+        *SMALL,
+        "++trainer.fast_dev_run=true",
+        f"hydra.run.dir={run}",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert not (run / "checkpoints").exists() and (run / "report" / "report.md").is_file()
