@@ -28,7 +28,6 @@ from torch import nn
 
 from fmnist_lit import models
 from fmnist_lit.cli import CONF_DIR
-from fmnist_lit.hardware import resolve_precision
 from fmnist_lit.utils import UserError
 
 log = logging.getLogger(__name__)
@@ -274,7 +273,7 @@ def cpu_trainer(run_cfg: DictConfig) -> L.Trainer:
     checkpoints, summary or bar)."""
     return L.Trainer(
         accelerator="cpu",
-        precision=resolve_precision(run_cfg.trainer.get("precision", "auto"), "cpu"),
+        precision=str(run_cfg.trainer.precision),
         logger=False,
         enable_checkpointing=False,
         enable_model_summary=False,

@@ -20,7 +20,6 @@ from fmnist_lit.assess import assess, describe, write_results
 from fmnist_lit.calibration import stored_temperature
 from fmnist_lit.checkpoint import load_model, locate, read_checkpoint, run_config, run_dir_of
 from fmnist_lit.cli import CONF_DIR, exit_on_user_error, set_threads
-from fmnist_lit.hardware import resolve_precision
 from fmnist_lit.report import load_metrics
 from fmnist_lit.utils import UserError
 from fmnist_lit.validate import check_eval_config
@@ -59,8 +58,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     set_threads(cfg.get("threads"))
     model = load_model(run_cfg, ckpt, ckpt_path)
     dm = instantiate(run_cfg.data, **({"root": cfg.data.root} if cfg.data.get("root") else {}))
-    # as the run tested (runs from before config.yaml recorded it said `auto`: decided here then)
-    precision = resolve_precision(run_cfg.trainer.get("precision", "auto"), cfg.accelerator)
+    # the precision the run decided and recorded in its config.yaml: the test accuracy is reproduced exactly
+    precision = str(run_cfg.trainer.precision)
     trainer = L.Trainer(
         accelerator=cfg.accelerator,
         devices=1,
@@ -112,7 +111,7 @@ def _selection(ckpt_path: Path, trained: dict[str, Any]) -> str:
     if (
         best
         and Path(best).name == ckpt_path.name
-        and trained.get("checkpoint_selection", "best val/acc") != "last"
+        and trained.get("checkpoint_selection") != "last"
     ):
         return "best val/acc"
     return "given"

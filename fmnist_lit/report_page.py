@@ -44,11 +44,7 @@ def selection_sentence(m: dict[str, Any]) -> str:
             else "no checkpoint was selected on validation"
         )
         return f"The tested weights are the last ones (epoch {tested_epoch(m)}): {why}."
-    if how == "given":
-        return f"The tested weights are the checkpoint given to eval.py (epoch {tested_epoch(m)})."
-    return (
-        "The checkpoint was chosen on validation accuracy."  # metrics.json from before checkpoint_selection
-    )
+    return f"The tested weights are the checkpoint given to eval.py (epoch {tested_epoch(m)})."
 
 
 def report_page(m: dict[str, Any], rep: dict[str, Any], figs: dict[str, str], mean_ap: float) -> str:

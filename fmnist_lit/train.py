@@ -28,7 +28,7 @@ from fmnist_lit.assess import assess, describe, write_results
 from fmnist_lit.calibration import save_temperature
 from fmnist_lit.checkpoint import check_resumable, read_checkpoint, run_dir_of
 from fmnist_lit.cli import CONF_DIR, USER_ERRORS, run_hydra_app, set_threads
-from fmnist_lit.hardware import device_description, resolve_precision
+from fmnist_lit.hardware import device_description
 from fmnist_lit.sweep import (
     end_child_ranks,
     is_ddp_in_sweep,
@@ -174,13 +174,15 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "run folder: %s (train.log, checkpoints/, tensorboard/, metrics.json, report/)", cfg.paths.output_dir
     )
     log.info("command: %s", " ".join(["python", *sys.argv]))
+    # `trainer.precision=auto` typed on the command line: the same resolver as conf/trainer/default.yaml's
+    if OmegaConf.select(cfg, "trainer.precision", throw_on_resolution_failure=False) == "auto":
+        cfg.trainer.precision = "${auto_precision:${.accelerator}}"
     try:
-        OmegaConf.resolve(cfg)  # precision=auto is decided here, once, and config.yaml records the outcome
-    except OmegaConfBaseException as e:  # e.g. an interpolation typed on the command line that points nowhere
+        # precision=auto is decided here, once, and config.yaml records the outcome
+        OmegaConf.resolve(cfg)
+    # e.g. an interpolation typed on the command line that points nowhere
+    except OmegaConfBaseException as e:
         raise UserError(" ".join(str(e).split())) from None
-    if cfg.trainer.precision == "auto":  # `trainer.precision=auto` typed on the command line
-        with open_dict(cfg):
-            cfg.trainer.precision = resolve_precision("auto", cfg.trainer.accelerator)
     check_train_config(cfg)
     # the resume checkpoint is read like eval.py's (weights only, one error line for anything else) before any work
     resume = read_checkpoint(cfg.ckpt_path) if cfg.get("ckpt_path") else None
