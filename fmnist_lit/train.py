@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 import sys
@@ -14,12 +13,9 @@ from typing import Any
 import hydra
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import InstantiationException
 from hydra.types import RunMode
-from hydra.utils import instantiate
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch.callbacks import LearningRateMonitor, ProgressBar
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 import fmnist_lit
@@ -27,7 +23,8 @@ from fmnist_lit import tracking
 from fmnist_lit.assess import assess, describe, write_results
 from fmnist_lit.calibration import save_temperature
 from fmnist_lit.checkpoint import check_resumable, read_checkpoint, run_dir_of
-from fmnist_lit.cli import CONF_DIR, USER_ERRORS, run_hydra_app, set_threads
+from fmnist_lit.cli import CONF_DIR, USER_ERRORS, fail, run_hydra_app, set_threads
+from fmnist_lit.components import build, build_trainer, check_callbacks
 from fmnist_lit.hardware import device_description
 from fmnist_lit.sweep import (
     end_child_ranks,
@@ -42,63 +39,18 @@ from fmnist_lit.utils import UserError
 from fmnist_lit.validate import check_train_config
 
 log = logging.getLogger(__name__)
-START = fmnist_lit.STARTED  # metrics.json's wall_seconds: from process start, imports included
-
-
-def build_callback(name: str, cb_cfg: Any) -> L.Callback:
-    try:
-        return instantiate(cb_cfg)
-    except InstantiationException as e:  # a callback refusing a value (callbacks.ema.decay=1.5, ...mode=maxx)
-        if isinstance(e.__cause__, (TypeError, ValueError, MisconfigurationException)):
-            raise UserError(f"callbacks.{name}: {' '.join(str(e.__cause__).split())}") from e
-        raise
-
-
-def _callback_cfgs(cfg: DictConfig):
-    """(name, settings) of the callbacks switched on (`callbacks.<name>=null` switches one off)."""
-    for name, cb_cfg in (cfg.get("callbacks") or {}).items():
-        if cb_cfg is None:
-            continue
-        if name == "model_checkpoint" and cfg.data.val_size == 0:
-            # nothing to select on: keep only last.ckpt, and test the final weights
-            cb_cfg = OmegaConf.merge(cb_cfg, {"monitor": None, "save_top_k": 0})
-        yield name, cb_cfg
-
-
-def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
-    return [build_callback(name, cb_cfg) for name, cb_cfg in _callback_cfgs(cfg)]
-
-
-def check_callbacks(cfg: DictConfig, out: Path) -> None:
-    """Builds the callbacks before Hydra makes the run folder `out`, so that one refusing a value
-    (callbacks.ema.decay=1.5, callbacks.model_checkpoint.mode=maxx) leaves no folder behind. `${paths.output_dir}`
-    resolves to `out` (building a checkpoint callback creates no folder). `${hydra:runtime.choices.model}` (the
-    report's hparams) resolves from the composed config's `hydra` node, which Hydra hands to its callbacks before it
-    sets it for the job. A callback failing other than by refusal (a `_target_` typo) is left to the run to report."""
-    cfg = copy.deepcopy(cfg)  # the caller's config keeps its ${paths.output_dir}
-    # the CLI's full config (the tests compose one without `hydra` and set HydraConfig); the job sets it again
-    if "hydra" in cfg:
-        HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(out)
-    for name, cb_cfg in _callback_cfgs(cfg):
-        try:
-            settings = OmegaConf.to_container(cb_cfg, resolve=True)
-        except OmegaConfBaseException:  # an interpolation pointing nowhere: run() reports it
-            continue
-        try:
-            build_callback(name, settings)
-        except InstantiationException:
-            pass
+# metrics.json's wall_seconds: from process start, imports included
+START = fmnist_lit.STARTED
 
 
 def cut_short(trainer_cfg: DictConfig) -> dict[str, Any]:
     """The trainer settings that make a run see less data or fewer steps than a full one (report.md warns)."""
 
     def active(k: str, v: Any) -> bool:
-        if k.startswith("limit_"):  # 1.0 = all batches (an int 1 is one batch)
+        # limits: 1.0 = all batches (an int 1 is one batch); overfit_batches 0, fast_dev_run false, max_steps -1: off
+        if k.startswith("limit_"):
             return v is not None and not (isinstance(v, float) and v == 1.0)
-        return v not in (None, False, 0, -1)  # overfit_batches 0, fast_dev_run false, max_steps -1: off
+        return v not in (None, False, 0, -1)
 
     keys = (
         "limit_train_batches",
@@ -111,36 +63,10 @@ def cut_short(trainer_cfg: DictConfig) -> dict[str, Any]:
     return {k: trainer_cfg[k] for k in keys if active(k, trainer_cfg.get(k))}
 
 
-def build_loggers(cfg: DictConfig) -> list[Any]:
-    return [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
-
-
-def build_trainer(cfg: DictConfig) -> L.Trainer:
-    loggers = build_loggers(cfg)
-    callbacks = build_callbacks(cfg)
-    if not loggers:  # `logger=null`: the LR monitor has nowhere to write (Lightning refuses it then)
-        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
-    # `callbacks.progress_bar=null` means no bar: Lightning would otherwise add its own (into logs, too)
-    no_bar = (
-        not any(isinstance(c, ProgressBar) for c in callbacks) and "enable_progress_bar" not in cfg.trainer
-    )
-    try:
-        return instantiate(
-            cfg.trainer,
-            callbacks=callbacks,
-            logger=loggers,
-            **({"enable_progress_bar": False} if no_bar else {}),
-        )
-    except InstantiationException as e:  # Lightning refusing a setting, or a trainer.* key it does not take
-        cause = e.__cause__
-        if isinstance(cause, (MisconfigurationException, TypeError, ValueError)):
-            raise UserError(f"trainer: {' '.join(str(cause).split())}") from e
-        raise
-
-
 def check_run_folder(out: Path) -> None:
     for existing in ("metrics.json", "checkpoints"):
-        if (out / existing).exists():  # never overwrite what an earlier run made
+        # never overwrite what an earlier run made
+        if (out / existing).exists():
             raise UserError(f"{out / existing} already exists: choose a new hydra.run.dir")
 
 
@@ -154,17 +80,6 @@ def check_before_writing(cfg: DictConfig, out: Path) -> None:
     build(cfg, "data")
     if cfg.get("ckpt_path"):
         check_resumable(read_checkpoint(cfg.ckpt_path), model, cfg.ckpt_path, cfg.trainer.max_epochs)
-
-
-def build(cfg: DictConfig, section: str) -> Any:
-    """`instantiate(cfg.<section>)`, a setting its class refuses (`+model.net.depth=3`, a key the typo message
-    suggested that the class does not take) as one UserError. Building the net and the DataModule reads no data."""
-    try:
-        return instantiate(cfg[section])
-    except InstantiationException as e:
-        if isinstance(e.__cause__, (TypeError, ValueError)):
-            raise UserError(f"{section}: {' '.join(str(e.__cause__).split())}") from e
-        raise
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -189,7 +104,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     check_run_folder(out)
-    if cfg.get("seed") is not None:  # seed 0 is a seed too
+    # seed 0 is a seed too
+    if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     set_threads(cfg.get("threads"))
 
@@ -224,7 +140,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         if best and calibration["fitted_on"] and trainer.is_global_zero:
             save_temperature(best, calibration)
     except BaseException as e:
-        if isinstance(e, SystemExit) and trainer.interrupted:  # Lightning's Ctrl-C: stops cleanly, exits 1
+        # Lightning's Ctrl-C: stops cleanly, exits 1
+        if isinstance(e, SystemExit) and trainer.interrupted:
             end_child_ranks(trainer, failed=True)
             raise KeyboardInterrupt from None
         err = e
@@ -296,14 +213,14 @@ def main(cfg: DictConfig) -> float | None:
     record = records_failures()
     try:
         if multirun:
-            START = time.time()  # jobs share one process: each job's wall time starts at the job
+            # jobs share one process: each job's wall time starts at the job
+            START = time.time()
             set_job_threads(cfg)
             metrics = run_job_in_child_process(cfg) if is_ddp_in_sweep(cfg) else run(cfg)
         else:
             metrics = run(cfg)
-        key = cfg.get(
-            "optimized_metric"
-        )  # for hyper-parameter search: a metrics.json key (never a test metric)
+        # for hyper-parameter search: a metrics.json key (never a test metric)
+        key = cfg.get("optimized_metric")
         value = metrics.get(key) if key else None
         if key and (value is None or not math.isfinite(value)):
             raise UserError(f"optimized_metric={key} is {value} (diverged, or no validation split?)")
@@ -311,15 +228,15 @@ def main(cfg: DictConfig) -> float | None:
         interrupted(Path(cfg.paths.output_dir))
         sys.exit(130)
     except Exception as e:
-        if record:  # one failed job must not end the sweep: see fmnist_lit/sweep.py
+        # one failed job must not end the sweep: see fmnist_lit/sweep.py
+        if record:
             record_failure(cfg.paths.output_dir, e)
         if multirun:
             if sweeper_wants_exceptions():
                 raise
             return None
         if isinstance(e, USER_ERRORS):
-            print(f"error: {e}", file=sys.stderr)
-            sys.exit(2)
+            fail(str(e))
         raise
     return value
 

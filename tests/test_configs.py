@@ -8,7 +8,7 @@ import torch
 from hydra.utils import instantiate
 
 from fmnist_lit.cli import CONF_DIR
-from fmnist_lit.train import build_callbacks, build_loggers
+from fmnist_lit.components import build_callbacks, build_loggers
 from fmnist_lit.utils import UserError
 from tests.conftest import compose_cfg
 

@@ -128,7 +128,7 @@ def test_cli_errors_are_one_clear_line(tmp_path, tiny_root, override, message):
 )
 def test_progress_bar_null_means_no_bar(tmp_path, tiny_root, overrides, bar):
     from fmnist_lit.console import ProgressBar
-    from fmnist_lit.train import build_trainer
+    from fmnist_lit.components import build_trainer
 
     trainer = build_trainer(compose_cfg(tmp_path, tiny_root, ["logger=csv", *overrides]))
     got = trainer.progress_bar_callback
