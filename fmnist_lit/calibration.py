@@ -16,6 +16,7 @@ the bin's share of images) and the negative log-likelihood; the reliability diag
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -135,28 +136,56 @@ def calibrate(
     return out
 
 
+def weights_digest(state_dict: dict[str, Any]) -> str:
+    """sha256 of a checkpoint's weights (names, dtypes and bytes): two checkpoints with the same digest hold the
+    same weights, so a temperature fitted for one holds for the other (last.ckpt of a run whose best epoch was its
+    last one, a copy of the best checkpoint)."""
+    h = hashlib.sha256()
+    for name in sorted(state_dict):
+        t = state_dict[name]
+        if isinstance(t, torch.Tensor):
+            h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+            h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
 def save_temperature(ckpt_path: str | Path, calibration: dict[str, Any]) -> Path:
-    """Write checkpoints/calibration.json for the checkpoint the run tested (only a fitted T is stored)."""
+    """Write checkpoints/calibration.json for the checkpoint the run tested (only a fitted T is stored), with the
+    digest of its weights."""
     path = Path(ckpt_path).parent / FILE
     keep = ("temperature", "fitted_on", "val_images", "val_nll_before", "val_nll_after")
-    path.write_text(
-        json.dumps({"checkpoint": Path(ckpt_path).name} | {k: calibration.get(k) for k in keep}, indent=2)
-        + "\n"
-    )
+    state = torch.load(ckpt_path, map_location="cpu", weights_only=True)["state_dict"]
+    record = {"checkpoint": Path(ckpt_path).name, "weights_sha256": weights_digest(state)}
+    path.write_text(json.dumps(record | {k: calibration.get(k) for k in keep}, indent=2) + "\n")
     return path
 
 
-def stored_temperature(ckpt_path: str | Path) -> float | None:
-    """T from calibration.json beside `ckpt_path` if it was fitted for that checkpoint, else None."""
+def stored_temperature(ckpt_path: str | Path, state_dict: dict[str, Any] | None = None) -> float | None:
+    """T from calibration.json beside `ckpt_path` if it was fitted for that checkpoint, or for the same weights
+    (`state_dict`, the checkpoint's, compared by digest); else None, saying why when the run has a T."""
     path = Path(ckpt_path).parent / FILE
     try:
         data = json.loads(path.read_text())
         name, t = data["checkpoint"], float(data["temperature"])
-    except (OSError, ValueError, KeyError, TypeError):  # absent or not ours: no stored temperature
+    # absent or not ours: no stored temperature
+    except (OSError, ValueError, KeyError, TypeError):
         return None
-    if name != Path(ckpt_path).name:
-        log.warning(
-            "%s holds the temperature of %s, not of %s: none stored for it", path, name, Path(ckpt_path).name
+    if not T_RANGE[0] <= t <= T_RANGE[1]:
+        return None
+    if name == Path(ckpt_path).name:
+        return t
+    if state_dict is not None and data.get("weights_sha256") == weights_digest(state_dict):
+        log.info(
+            "%s holds the same weights as %s: its temperature T = %.4f applies", Path(ckpt_path).name, name, t
         )
-        return None
-    return t if T_RANGE[0] <= t <= T_RANGE[1] else None
+        return t
+    log.warning(
+        "%s: the run's temperature (T = %.4f) was fitted for %s, which holds other weights; probabilities for %s "
+        "are uncalibrated (T = 1): use %s for calibrated ones",
+        Path(ckpt_path).name,
+        t,
+        name,
+        Path(ckpt_path).name,
+        name,
+    )
+    return None

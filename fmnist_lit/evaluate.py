@@ -75,7 +75,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         trainer,
         model,
         dm,
-        temperature=stored_temperature(ckpt_path),
+        temperature=stored_temperature(ckpt_path, ckpt["state_dict"]),
         corruptions=bool((cfg.get("report") or {}).get("robustness")),
     )
     trained = load_metrics(src)

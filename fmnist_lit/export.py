@@ -157,7 +157,7 @@ def export(cfg: DictConfig) -> dict[str, Any]:
     model = load_model(run_cfg, ckpt, ckpt_path).float().eval()
     out = Path(cfg.output) if cfg.get("output") else Path(cfg.paths.output_dir) / f"model{SUFFIX[fmt]}"
     set_threads(cfg.get("threads"))
-    stored = stored_temperature(ckpt_path)
+    stored = stored_temperature(ckpt_path, ckpt["state_dict"])
     temperature = stored if stored is not None else 1.0
     if stored is None:
         log.warning(
@@ -221,7 +221,7 @@ def load_predictor(path: str | Path) -> Predictor:
         return lambda x: run(_scaled(x))
     ckpt = read_checkpoint(path)
     model = load_model(run_config(path)[1], ckpt, path).eval()
-    temperature = stored_temperature(path) or 1.0
+    temperature = stored_temperature(path, ckpt["state_dict"]) or 1.0
     return lambda x: (model.eval_logits(normalize_uint8(x)) / temperature).softmax(
         -1
     )  # flip-averaged if tta_flip

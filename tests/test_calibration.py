@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -127,3 +128,19 @@ def test_no_validation_split_means_no_temperature(tmp_path, tiny_root):
         "No validation split (`data.val_size=0`): no temperature was fitted (T = 1)"
         in (tmp_path / "report" / "report.md").read_text()
     )
+
+
+def test_a_checkpoint_with_the_same_weights_gets_the_run_temperature(trained, tmp_path, caplog):
+    """last.ckpt (or a copy) that holds the calibrated weights gets T; other weights get T = 1 and a warning."""
+    _, m = trained
+    best = Path(m["best_checkpoint"])
+    state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
+    same = best.parent / "same-weights.ckpt"
+    try:
+        shutil.copy(best, same)
+        assert stored_temperature(same, state) == m["calibration"]["temperature"]
+        other = {k: v + 1 if v.is_floating_point() else v for k, v in state.items()}
+        assert stored_temperature(same, other) is None
+        assert "holds other weights" in caplog.text and "uncalibrated" in caplog.text
+    finally:
+        same.unlink()
