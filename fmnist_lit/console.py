@@ -6,8 +6,8 @@
 - `EpochLog`: one log line per finished epoch with everything logged for it (console and train.log alike), and on
   Ctrl-C the epoch reached and the command that resumes the run.
 - `NetSummary`: Lightning's layer table restricted to the network (the metric objects around it have no weights).
-- `quiet_third_party()`: the entry points call it; third-party deprecation notices and advertisements say nothing
-  a user of this project can act on.
+- `quiet_third_party()`: the entry points call it; third-party deprecation notices, advertisements and device
+  inventories say nothing a user of this project can act on.
 """
 
 from __future__ import annotations
@@ -24,31 +24,37 @@ import lightning as L
 from lightning.pytorch.callbacks import ModelSummary, TQDMProgressBar
 from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
 from lightning.pytorch.utilities.exceptions import SIGTERMException
+from lightning.pytorch.utilities.model_summary import get_human_readable_count
 
 log = logging.getLogger(__name__)
 
-# Lightning's info lines that advertise products or narrate internals, dropped by quiet_third_party()
-_NOISE = ("💡 Tip:", "Loading `train_dataloader` to estimate number of stepping batches")
-# who logs them (lightning_utilities' rank_zero_info goes through these)
-_NOISY_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")
+# Lightning's INFO lines: device inventory ("GPU available: False", "TPU available"), "Seed set to 0", products
+# ("💡 Tip: ... litlogger"), loop narration ("`Trainer.fit` stopped", printed onto the bar's line). What they say is
+# in config.yaml and the epoch lines; quiet_third_party() keeps their warnings and errors only.
+_CHATTY_LOGGERS = (
+    "lightning.pytorch.utilities.rank_zero",
+    "lightning.fabric.utilities.rank_zero",
+    "lightning.fabric.utilities.seed",
+    "lightning.pytorch.accelerators.cuda",
+)
+# Lightning's warnings about settings a short run makes moot: fewer batches than trainer.log_every_n_steps
+_MOOT_WARNINGS = (r"The number of training batches \(\d+\) is smaller than the logging interval",)
 _THIRD_PARTY = r"(torch|torchvision|torchmetrics|lightning|lightning_fabric|pytorch_lightning|hydra|omegaconf|tensorboard)"
 
 
-class _DropNoise(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith(_NOISE)
-
-
 def quiet_third_party() -> None:
-    """Silence deprecation warnings raised inside third-party packages, and Lightning's advertisements.
-    `python -W ...` or PYTHONWARNINGS still decide for themselves (the Python convention)."""
+    """Silence deprecation warnings raised inside third-party packages, Lightning's moot warnings, and
+    Lightning's INFO chatter. `python -W ...` or PYTHONWARNINGS still decide for themselves (the Python
+    convention)."""
     if not sys.warnoptions:
         for category in (DeprecationWarning, PendingDeprecationWarning, FutureWarning):
             warnings.filterwarnings("ignore", category=category, module=_THIRD_PARTY + r"(\.|$)")
         # ModelSummary's size estimate under bf16: about a number NetSummary does not print
         warnings.filterwarnings("ignore", message=r"Precision .* is not supported by the model summary")
-    for name in _NOISY_LOGGERS:
-        logging.getLogger(name).addFilter(_DropNoise())
+        for message in _MOOT_WARNINGS:
+            warnings.filterwarnings("ignore", message=message)
+    for name in _CHATTY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def _duration(seconds: float) -> str:
@@ -213,17 +219,34 @@ def resume_command(last_ckpt: Path) -> str:
     return " ".join(["python train.py", *args, f"ckpt_path={last_ckpt}"])
 
 
+# NetSummary's columns, as Lightning's summary names them
+_SUMMARY_COLUMNS = ("Name", "Type", "Params")
+
+
 class NetSummary(ModelSummary):
     """Lightning's layer table with the network's rows only (`net` and `net.*`): the LightningModule's metric
-    objects and loss would otherwise fill it. The totals are the whole module's (the metrics have no weights)."""
+    objects and loss would otherwise fill it. Columns: name, type, parameters; Lightning's FLOPs column (0 unless
+    the module has an example input) and its train/eval mode counts are left out. The totals are the whole
+    module's (the metrics have no weights)."""
 
     @staticmethod
-    def summarize(summary_data: list[tuple[str, list[str]]], *args: Any, **kwargs: Any) -> None:
-        names = dict(summary_data).get("Name", [])
-        keep = [i for i, n in enumerate(names) if n == "net" or n.startswith(("net.", "net._orig_mod"))]
-        rows = [(col, [vals[i] for i in keep]) for col, vals in summary_data]
-        rows = [
-            (col, [str(i) for i in range(len(keep))]) if col.strip() == "" else (col, vals)
-            for col, vals in rows
-        ]
-        ModelSummary.summarize(rows, *args, **kwargs)
+    def summarize(
+        summary_data: list[tuple[str, list[str]]],
+        total_parameters: int,
+        trainable_parameters: int,
+        model_size: float,
+        *args: Any,
+        **kwargs: Any,
+    ) -> None:
+        columns = dict(summary_data)
+        keep = [i for i, n in enumerate(columns.get("Name", [])) if n == "net" or n.startswith("net.")]
+        rows = [(str(k), *(columns[c][i] for c in _SUMMARY_COLUMNS)) for k, i in enumerate(keep)]
+        header = ("", *_SUMMARY_COLUMNS)
+        widths = [max(len(r[c]) for r in [header, *rows]) for c in range(len(header))]
+        lines = [" | ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in [header, *rows]]
+        rule = "-" * max(map(len, lines))
+        params = f"{get_human_readable_count(total_parameters)} parameters"
+        trainable = f"{get_human_readable_count(trainable_parameters)} trainable"
+        log.info(
+            "\n".join(["", lines[0], rule, *lines[1:], rule, f"{params} ({trainable}), {model_size:,.1f} MB"])
+        )

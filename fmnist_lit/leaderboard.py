@@ -147,7 +147,17 @@ def _mean_std(xs: list[float]) -> tuple[float, float]:
 
 
 def _label(cfg: dict[str, str]) -> str:
-    return " ".join(_arg(k, v) for k, v in cfg.items()) or "(all jobs)"
+    return " ".join(_arg(k, _short(v)) for k, v in cfg.items()) or "(all jobs)"
+
+
+def _short(value: str) -> str:
+    """A decimal override to 4 significant digits (Optuna's `optimizer.lr=0.0012345678` as 0.001235); the CSV's
+    own columns keep the value as typed."""
+    try:
+        x = float(value)
+    except ValueError:
+        return value
+    return f"{x:.4g}" if "." in value or "e" in value.lower() else value
 
 
 def summarise(row: Row) -> dict[str, Any]:

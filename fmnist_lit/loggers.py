@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from lightning.pytorch.loggers import CSVLogger as _CSVLogger
 from lightning.pytorch.loggers import TensorBoardLogger as _TensorBoardLogger
 
 LAST_GROUP = "zz_final"  # sorts after train/ and val/ (TensorBoard compares tags character by character)
@@ -70,3 +71,14 @@ class TensorBoardLogger(_TensorBoardLogger):
     def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
         tags = {k: tb_tag(k) for k in metrics}
         super().log_metrics({tags[k]: v for k, v in metrics.items() if tags[k] is not None}, step)
+
+
+class CSVLogger(_CSVLogger):
+    """Lightning's CSVLogger with the `epoch` column counted from 1, as the console, checkpoint names, metrics.json
+    and the report count (Lightning's counter starts at 0). The final test's row (`test/*`, logged after training,
+    when Lightning's counter holds the number of epochs run) keeps that number: the last epoch."""
+
+    def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
+        if "epoch" in metrics and not any(k.startswith("test/") for k in metrics):
+            metrics = {**metrics, "epoch": metrics["epoch"] + 1}
+        super().log_metrics(metrics, step)

@@ -6,6 +6,7 @@ Functions take plain tensors/lists and return a `Figure`; callers save it (repor
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Sequence
 
 import matplotlib
@@ -82,8 +83,12 @@ def _epoch_axis(ax, ylabel: str, title: str) -> None:
 
 
 def _line(ax, h: dict[float, float], style: str, **kw) -> None:
-    if h:
-        ax.plot(list(h), list(h.values()), style, **kw)
+    if not h:
+        return
+    if len(h) == 1:
+        # a line through one point draws nothing: the point gets a marker and no line, in the legend too
+        style = style.strip("-:") or "o"
+    ax.plot(list(h), list(h.values()), style, **kw)
 
 
 def curves_figure(
@@ -119,9 +124,10 @@ def curves_figure(
         alpha=0.6,
         label=f"train {'objective' if smoothed else 'cross-entropy'}, mean between step logs",
     )
+    # one x-axis for all panels: the end of epoch k is at k, the run starts at 0 (a 1-epoch run: ticks 0 and 1)
+    last = max([*epochs.get("val/acc", {}), *epochs.get("train/acc", {}), 1])
     for ax in axes:
-        if steps:  # one x-axis for all panels: the end of epoch k is at k, the run starts at 0
-            ax.set_xlim(0, max([*epochs.get("val/acc", {}), *epochs.get("train/acc", {}), 1]) * 1.02)
+        ax.set_xlim(0, last * 1.02)
     for ax in (acc_ax, loss_ax):
         if selected is not None:
             ax.axvline(
@@ -259,7 +265,11 @@ def image_grid(
     for i in range(n):
         r, c = divmod(i, ncols)
         mosaic[r * h + head : (r + 1) * h, c * w + 2 : c * w + 30] = images[i]
-    fig = plt.figure(figsize=(ncols * tile_in, nrows * h / per_in + 0.55))
+    # the title wrapped to the mosaic's width (a 13-point character is about 0.1 inch wide), a line each 0.22 inch
+    heading = "\n".join(
+        line for part in title.split("\n") for line in textwrap.wrap(part, int(ncols * tile_in / 0.1))
+    )
+    fig = plt.figure(figsize=(ncols * tile_in, nrows * h / per_in + 0.3 + 0.22 * (heading.count("\n") + 1)))
     ax = fig.add_axes((0, 0, 1, nrows * h / per_in / fig.get_figheight()))
     ax.imshow(mosaic.numpy(), cmap="gray_r", vmin=0, vmax=255, interpolation="nearest", aspect="equal")
     ax.axis("off")
@@ -278,7 +288,7 @@ def image_grid(
         )
     if n == 0:
         ax.text(ncols * w / 2, h / 2, "(none)", fontsize=14, ha="center", va="center")
-    fig.suptitle(title, fontsize=13, y=1 - 0.12 / fig.get_figheight())
+    fig.suptitle(heading, fontsize=13, y=1 - 0.12 / fig.get_figheight(), va="top")
     return fig
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import csv
 import sys
+import textwrap
 from pathlib import Path
 
 import torch
@@ -98,7 +99,9 @@ def save_inputs(out: Path, rows: list[dict], min_confidence: float) -> None:
     for i, r in enumerate(rows):
         Image.fromarray(r["input"].numpy()).save(out / f"{i:04d}_{Path(r['file']).stem}.png")
     shown = rows[:MOSAIC_MAX]
-    titles = [f"{Path(r['file']).stem[:10]}\n{r['class'][:11]}\n{r['confidence']:.0%}" for r in shown]
+    # whole file names, wrapped to the tile's width (about 16 characters)
+    names = ["\n".join(textwrap.wrap(Path(r["file"]).name, 16)) for r in shown]
+    titles = [f"{name}\n{r['class']}\n{r['confidence']:.0%}" for name, r in zip(names, shown)]
     colors = [WRONG if r["confidence"] < min_confidence else RIGHT for r in shown]
     what = (
         f"{len(rows)} images" if len(rows) == len(shown) else f"the first {len(shown)} of {len(rows)} images"
@@ -107,7 +110,8 @@ def save_inputs(out: Path, rows: list[dict], min_confidence: float) -> None:
         image_grid(
             torch.stack([r["input"] for r in shown]),
             titles,
-            f"What the model received ({what}; red: below {min_confidence:.0%} confidence)",
+            f"What the model received ({what}; red: below {min_confidence:.0%} confidence)\n"
+            "drawn inverted, dark on white: the model sees a light garment on black",
             colors,
             ncols=min(8, len(shown)),
         ),

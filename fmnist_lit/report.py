@@ -142,10 +142,20 @@ def _per_step(key: str) -> bool:
     )  # LearningRateMonitor's; the module's train/loss_step
 
 
-def read_history(csv_path: Path) -> tuple[dict[str, dict[int, float]], dict[str, dict[float, float]]]:
-    """Lightning's csv/metrics.csv -> (per epoch: metric -> {epoch from 1: last value logged in that epoch},
+def csv_first_epoch(run_dir: Path) -> int:
+    """The number csv/metrics.csv of `run_dir` gives the first epoch: 1 (fmnist_lit.loggers.CSVLogger), or 0 in
+    runs whose config.yaml names Lightning's own CSVLogger (runs made before the project counted from 1 there)."""
+    cfg = run_dir / "config.yaml"
+    return 0 if cfg.is_file() and "lightning.pytorch.loggers.CSVLogger" in cfg.read_text() else 1
+
+
+def read_history(
+    csv_path: Path, first_epoch: int = 1
+) -> tuple[dict[str, dict[int, float]], dict[str, dict[float, float]]]:
+    """csv/metrics.csv -> (per epoch: metric -> {epoch from 1: last value logged in that epoch},
     per step: metric -> {fractional epoch: value} for the learning rate and the per-step loss). Step s (from 0) is
-    at epoch (s + 1) / steps per epoch, so the end of epoch k is at k, where its per-epoch values are drawn."""
+    at epoch (s + 1) / steps per epoch, so the end of epoch k is at k, where its per-epoch values are drawn.
+    `first_epoch`: what the file's epoch column calls the first epoch (csv_first_epoch)."""
     epochs: dict[str, dict[int, float]] = {}
     steps: dict[str, dict[int, float]] = {}
     steps_per_epoch = None
@@ -153,7 +163,7 @@ def read_history(csv_path: Path) -> tuple[dict[str, dict[int, float]], dict[str,
         return epochs, {}
     with csv_path.open(newline="") as f:
         for row in csv.DictReader(f):
-            epoch = int(float(row["epoch"])) + 1 if row.get("epoch") else None
+            epoch = int(float(row["epoch"])) + 1 - first_epoch if row.get("epoch") else None
             step = int(float(row["step"])) if row.get("step") else None
             for k, v in row.items():
                 if k in ("epoch", "step") or v in ("", None):
@@ -206,7 +216,8 @@ def write_report(
     write_json(out / "classification_report.json", rep)
     (out / "classification_report.md").write_text(report_markdown(rep))
 
-    hist, steps = read_history(Path(history_dir or run_dir) / "csv" / "metrics.csv")
+    history = Path(history_dir or run_dir)
+    hist, steps = read_history(history / "csv" / "metrics.csv", csv_first_epoch(history))
     if hist.get("train/acc") or hist.get("val/acc"):
         selected = tested_epoch(metrics)
         label = (
@@ -226,7 +237,7 @@ def write_report(
     precision, recall, _ = multiclass_precision_recall_curve(probs, target, len(CLASSES))
     ap = multiclass_average_precision(probs, target, len(CLASSES), average=None)
     plots.save(plots.pr_curves_figure(list(zip(precision, recall)), ap, CLASSES), out / "pr_curves.png")
-    _image_figures(out, datamodule, images, probs, target, seed=int(metrics.get("seed") or 0))
+    _image_figures(out, datamodule, images, probs, target, int(metrics.get("seed") or 0), calib)
     panels = [("Before: softmax(logits)", reliability(apply_temperature(logits, 1.0), target))]
     if calib.get("fitted_on"):
         panels.append((f"After temperature scaling (T = {temperature:.3f})", reliability(probs, target)))
@@ -254,8 +265,16 @@ def _write_matrix_csv(cm: torch.Tensor, path: Path) -> None:
 
 
 def _image_figures(
-    out: Path, dm: Any, images: torch.Tensor, probs: torch.Tensor, target: torch.Tensor, seed: int
+    out: Path,
+    dm: Any,
+    images: torch.Tensor,
+    probs: torch.Tensor,
+    target: torch.Tensor,
+    seed: int,
+    calib: dict[str, Any],
 ) -> None:
+    """samples.png, predictions.png and misclassified.png; `probs` are softmax(logits / T) with the temperature
+    of `calib` (metrics.json's calibration), which misclassified.png names."""
     g = torch.Generator().manual_seed(seed)
     idx = torch.randperm(len(dm.train_x), generator=g)[:32]
     plots.save(
@@ -286,14 +305,21 @@ def _image_figures(
                 for i in bad
             ],
             (
-                f"Most confidently wrong test images: true and predicted class, confidence "
-                f"({len(bad)} of {int((preds != target).sum())} errors)"
+                f"Most confidently wrong test images ({len(bad)} of {int((preds != target).sum())} errors): "
+                f"true and predicted class, {_confidence(calib)}"
             ),
             [plots.WRONG] * len(bad),
             ncols=6,
         ),
         out / "misclassified.png",
     )
+
+
+def _confidence(calib: dict[str, Any]) -> str:
+    """What a shown confidence is: calibrated (softmax at the fitted temperature T) or the plain softmax."""
+    if calib.get("fitted_on"):
+        return f"confidence calibrated with T = {float(calib['temperature']):.2f}"
+    return "confidence (not calibrated: T = 1)"
 
 
 def load_metrics(run_dir: Path) -> dict[str, Any]:

@@ -192,6 +192,13 @@ def end_child_ranks(trainer: L.Trainer, failed: bool) -> None:
             proc.wait()
 
 
+def top_rows(board: Path, n: int = 10) -> str:
+    """The leaderboard's table as leaderboard.md has it, its first `n` rows (best validation accuracy first)."""
+    table = [line for line in board.read_text().splitlines() if line.startswith("|")]
+    more = len(table) - 2 - n
+    return "\n".join(table[: 2 + n] + ([f"({more} more rows in {board.name})"] if more > 0 else []))
+
+
 class SweepSummary(Callback):
     """Hydra callback (`hydra.callbacks` in conf/train.yaml): at the end of a multirun write the leaderboard,
     list the failed jobs, and exit non-zero if any failed (`fail_on_error`)."""
@@ -205,7 +212,8 @@ class SweepSummary(Callback):
         if self.leaderboard:
             try:  # a leaderboard bug must not hide failed jobs or the exit status
                 summaries, _ = write_leaderboard(sweep_dir)
-                log.info("leaderboard (%d configurations): %s", len(summaries), sweep_dir / "leaderboard.md")
+                board = sweep_dir / "leaderboard.md"
+                log.info("leaderboard (%d configurations): %s\n%s", len(summaries), board, top_rows(board))
             except Exception as e:  # noqa: BLE001 (any error: report it and go on to the failures)
                 log.error("could not write the leaderboard: %s: %s", type(e).__name__, e)
         if not failed:

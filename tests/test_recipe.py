@@ -151,7 +151,7 @@ def test_eval_and_test_each_epoch_see_the_averaged_weights(ema_run, tmp_path, ti
     run_dir, m = ema_run
     e = evaluate(eval_cfg(tmp_path, tiny_root, m["best_checkpoint"]))  # rebuilt from state_dict (the average)
     assert e["test_acc"] == m["test_acc"] and e["test_loss"] == pytest.approx(float(m["test_loss"]), abs=1e-6)
-    # (best_epoch counts from 1, the CSV logger from 0) the per-epoch test pass of the best epoch ran with the same (averaged) weights as the final test
+    # the per-epoch test pass of the best epoch ran with the same (averaged) weights as the final test
     rows = [r.split(",") for r in (run_dir / "csv" / "metrics.csv").read_text().splitlines()]
     head = rows[0]
     per_epoch = {
@@ -159,7 +159,7 @@ def test_eval_and_test_each_epoch_see_the_averaged_weights(ema_run, tmp_path, ti
         for r in rows[1:]
         if r[head.index("test_each_epoch/loss")]
     }
-    assert per_epoch[m["best_epoch"] - 1] == pytest.approx(float(m["test_loss"]), abs=1e-5)
+    assert per_epoch[m["best_epoch"]] == pytest.approx(float(m["test_loss"]), abs=1e-5)
     # and the raw weights give another loss: the check above can fail
     ckpt = torch.load(m["best_checkpoint"], map_location="cpu", weights_only=True)
     model = instantiate(OmegaConf.load(run_dir / "config.yaml").model)
@@ -313,7 +313,7 @@ def test_tta_val_compares_flip_tta_on_the_validation_split(ema_run, tmp_path):
     rows = [r.split(",") for r in (run_dir / "csv" / "metrics.csv").read_text().splitlines()]
     head = rows[0]
     ep, acc, loss = (head.index(k) for k in ("epoch", "val/acc", "val/loss"))
-    logged = next(r for r in rows[1:] if r[acc] and r[ep] == "1")  # epoch 2, counted from 0
+    logged = next(r for r in rows[1:] if r[acc] and r[ep] == "2")  # epoch 2
     cfg = OmegaConf.load(run_dir / "config.yaml")
     model = instantiate(cfg.model, tta_flip=False)
     model.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"])
