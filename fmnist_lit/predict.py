@@ -16,6 +16,7 @@ import csv
 import sys
 import textwrap
 from pathlib import Path
+from typing import NoReturn
 
 import torch
 from PIL import Image
@@ -126,10 +127,28 @@ def _check_new_folder(path: str) -> Path:
     return out
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its complaints as one `error:` line (usage included), exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"error: {message} ({' '.join(self.format_usage().split())})", file=sys.stderr)
+        sys.exit(2)
+
+
+def _positional(argv: list[str]) -> list[str]:
+    """eval.py's and export.py's form `ckpt_path=X` accepted too: it becomes the first argument."""
+    keyed = [a for a in argv if a.startswith("ckpt_path=")]
+    if len(keyed) != 1:
+        return argv
+    return [keyed[0].partition("=")[2], *(a for a in argv if a != keyed[0])]
+
+
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="Classify images with a fmnist-lit checkpoint.")
+    ap = _Parser(prog="predict.py", description="Classify images with a fmnist-lit checkpoint.")
     ap.add_argument(
-        "ckpt_path", help="a checkpoint of a train.py run (<run>/checkpoints/*.ckpt) or export.py's .onnx"
+        "ckpt_path",
+        help="a checkpoint of a train.py run (<run>/checkpoints/*.ckpt) or export.py's .onnx; "
+        "ckpt_path=PATH (eval.py's form) works too",
     )
     ap.add_argument("images", nargs="+", help="image files and/or folders of images")
     ap.add_argument(
@@ -148,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         default=MIN_CONFIDENCE,
         help="flag predictions whose top probability is below this (default: %(default)s)",
     )
-    a = ap.parse_args(argv)
+    a = ap.parse_args(_positional(sys.argv[1:] if argv is None else argv))
     if not 0 <= a.min_confidence <= 1:
         ap.error(f"--min-confidence {a.min_confidence}: must be a probability in [0, 1]")
     try:

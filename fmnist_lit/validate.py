@@ -20,7 +20,7 @@ import torch
 from hydra.utils import get_method
 from omegaconf import DictConfig, OmegaConf
 
-from fmnist_lit.cli import CONF_DIR
+from fmnist_lit.arguments import no_such_setting, own_keys
 from fmnist_lit.optim import HORIZON_KEYS, check_keys
 from fmnist_lit.utils import UserError
 
@@ -204,15 +204,11 @@ def _leaf_keys(node: Any, prefix: str = "") -> set[str]:
 def check_eval_config(cfg: DictConfig) -> None:
     """eval.py: the keys of conf/eval.yaml only: a setting eval.py would ignore, such as
     `++trainer.limit_test_batches=5`, is refused instead of silently testing all 10,000 images."""
-    reference = OmegaConf.to_container(OmegaConf.load(Path(CONF_DIR) / "eval.yaml"))
-    known = _leaf_keys({k: v for k, v in reference.items() if k not in ("hydra", "defaults")})
-    given = _leaf_keys({k: v for k, v in OmegaConf.to_container(cfg).items() if k != "hydra"})
+    known = own_keys("eval")
+    given = _leaf_keys({k: v for k, v in OmegaConf.to_container(cfg).items() if k not in ("hydra", "paths")})
     unknown = sorted(k for k in given if k not in known and not any(k.startswith(f"{n}.") for n in known))
     if unknown:
-        raise UserError(
-            f"{unknown[0]}={_select(cfg, unknown[0])}: eval.py has no such setting (it takes "
-            f"{', '.join(sorted(known - {'paths.output_dir'}))}; it tests the whole official test set)"
-        )
+        raise UserError(no_such_setting("eval.py", f"{unknown[0]}={_select(cfg, unknown[0])}", known))
     check_rules(cfg, [r for r in RULES if r[0] == "threads"])
     problem = _accelerator_problem(_select(cfg, "accelerator"))
     if problem:
