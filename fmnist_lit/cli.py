@@ -32,6 +32,7 @@ from omegaconf.errors import MissingMandatoryValue
 from fmnist_lit.run_folder import (
     SWEEP_MARKER,
     claim,
+    join,
     joins_another_process,
     release_unused_sweep,
     set_hydra_dir,
@@ -46,11 +47,26 @@ USER_ERRORS = (UserError, MissingMandatoryValue)
 # config groups that may be switched off: `logger=null` means Hydra's `~logger` (Hydra 1.3 refuses `group=null`)
 OPTIONAL_GROUPS = ("logger", "callbacks", "experiment", "debug", "hparams_search", "scheduler")
 log = logging.getLogger(__name__)
+# OMP_NUM_THREADS as the shell set it: what a run without `threads` gets back after one with (a sweep's jobs share
+# this process)
+SHELL_OMP_NUM_THREADS = os.environ.get("OMP_NUM_THREADS")
 
 
 def set_threads(threads: int | None) -> None:
-    # default: every core; parallel sweeps pass threads so that jobs x threads <= cores
-    torch.set_num_threads(threads or os.cpu_count() or 1)
+    """torch's CPU threads in this process: `threads`, or every core (parallel sweeps pass threads so that jobs x
+    threads <= cores). `threads` also goes into OMP_NUM_THREADS, so that Lightning's DDP launcher keeps it (it would
+    set cores // processes per node) and the ranks it starts inherit it: every layout of a world size (1 node of 2
+    devices, 2 nodes of 1) then runs the same threads per process, and CPU kernels, whose sums depend on the thread
+    count, train the same weights. Without `threads`, OMP_NUM_THREADS is as the shell set it."""
+    if threads is None:
+        torch.set_num_threads(os.cpu_count() or 1)
+        if SHELL_OMP_NUM_THREADS is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
+        else:
+            os.environ["OMP_NUM_THREADS"] = SHELL_OMP_NUM_THREADS
+        return
+    torch.set_num_threads(threads)
+    os.environ["OMP_NUM_THREADS"] = str(threads)
 
 
 def fail(message: str) -> NoReturn:
@@ -162,6 +178,7 @@ class CheckBeforeWriting(Callback):
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         if joins_another_process():
+            join(config)
             return
         marker = str(config.hydra.output_subdir or ".hydra")
         # the entry point's check of its settings and of a run folder (export.py has none)

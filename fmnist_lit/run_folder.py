@@ -63,6 +63,20 @@ def joins_another_process() -> bool:
     return SWEEP_JOB_ENV in os.environ or any(r.isdigit() and int(r) > 0 for r in ranks)
 
 
+def join(config: DictConfig) -> None:
+    """Set a process that joins its rank 0's run folder up as Lightning sets up the ranks it starts: no `.hydra/` of
+    its own (rank 0's is the run's record, and claims the folder) and a log file of its own (`train_node_1.log`)."""
+    if config.hydra.output_subdir is None:
+        # started by Lightning or by a sweep, set up so already
+        return
+    rank = next(
+        (f"{k.lower()}_{os.environ[k]}" for k in RANK_ENV if os.environ.get(k, "0") not in ("", "0")), "rank"
+    )
+    with read_write(config.hydra), open_dict(config.hydra):
+        config.hydra.output_subdir = None
+        config.hydra.job.name = f"{config.hydra.job.name}_{rank}"
+
+
 def typed(config: DictConfig, key: str) -> bool:
     """True if `key` was set on the command line (a Hydra override such as `hydra.run.dir=...`)."""
     return any(o.lstrip("+~").partition("=")[0] == key for o in config.hydra.overrides.hydra)
