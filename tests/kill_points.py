@@ -41,8 +41,8 @@ class KillAt(L.Callback):
             _die()
 
 
-class KillDuringWrite(AtomicCheckpointIO):
-    """The `nth` checkpoint write (1-based) stops half-way through its bytes: SIGKILL with a partial file on disk."""
+class FailDuringWrite(AtomicCheckpointIO):
+    """The `nth` checkpoint write (1-based) goes to `fail` instead of being written."""
 
     def __init__(self, nth: int):
         super().__init__()
@@ -52,6 +52,16 @@ class KillDuringWrite(AtomicCheckpointIO):
         self.writes += 1
         if self.writes != self.nth:
             return super()._dump(checkpoint, f)
+        self.fail(checkpoint, f)
+
+    def fail(self, checkpoint: dict[str, Any], f: Any) -> None:
+        raise NotImplementedError
+
+
+class KillDuringWrite(FailDuringWrite):
+    """The `nth` checkpoint write stops half-way through its bytes: SIGKILL with a partial file on disk."""
+
+    def fail(self, checkpoint: dict[str, Any], f: Any) -> None:
         torch.save(checkpoint, f)
         f.truncate(f.tell() // 2)
         f.flush()

@@ -15,6 +15,7 @@ import torch
 from fmnist_lit.resume import AtomicCheckpointIO, DiskFullError
 from fmnist_lit.train import run
 from tests.conftest import TINY, compose_cfg, run_script
+from tests.kill_points import FailDuringWrite
 
 FLAT = ["model=mlp", "logger=csv", "report.enabled=false", "scheduler=null"]
 
@@ -47,17 +48,10 @@ def test_the_resumed_run_removes_a_killed_writes_temporary_file(tmp_path, tiny_r
     assert torch.load(last, weights_only=True)["global_step"] > 0
 
 
-class DiskFullAt(AtomicCheckpointIO):
+class DiskFullAt(FailDuringWrite):
     """The `nth` checkpoint write (1-based) finds the disk full half-way through its bytes."""
 
-    def __init__(self, nth: int):
-        super().__init__()
-        self.nth, self.writes = nth, 0
-
-    def _dump(self, checkpoint: dict[str, Any], f: Any) -> None:
-        self.writes += 1
-        if self.writes != self.nth:
-            return super()._dump(checkpoint, f)
+    def fail(self, checkpoint: dict[str, Any], f: Any) -> None:
         f.write(b"half a checkpoint")
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
