@@ -296,8 +296,11 @@ class FashionMNISTDataModule(L.LightningDataModule):
         # DDP rank draws the same permutation and takes a disjoint strided share of it.
         seed = torch.initial_seed() % 2**31 if train else 0
         epoch_fn = (lambda: self.trainer.current_epoch) if train and self.trainer is not None else None
+        # `trainer.overfit_batches` (debug=overfit) means the same first batches every epoch: Lightning makes a
+        # DataLoader's sampler sequential for it, but cannot reach this loader's own shuffling
+        shuffle = train and not (self.trainer is not None and self.trainer.overfit_batches)
         return TensorBatches(
-            x, y, bs, shuffle=train, seed=seed, rank=rank, world_size=world, epoch_fn=epoch_fn
+            x, y, bs, shuffle=shuffle, seed=seed, rank=rank, world_size=world, epoch_fn=epoch_fn
         )
 
     def train_dataloader(self):

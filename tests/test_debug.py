@@ -59,7 +59,7 @@ def test_debug_mode_runs(tmp_path, tiny_root, mode, caplog):
         assert tested == 100 and metrics["epochs_run"] == 2
     if mode == "overfit":
         # OverfitCheck would have stopped the run below 0.99; the curve says it too
-        assert metrics["epochs_run"] == 30
+        assert metrics["epochs_run"] == 60
         assert "debug=overfit: train/acc" in caplog.text
     if mode == "profile":
         assert "Action" in (out / "fit-profile.txt").read_text()
@@ -147,3 +147,27 @@ def test_fast_dev_run_from_the_command_line(tmp_path, tiny_root):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert not (run / "checkpoints").exists() and (run / "report" / "report.md").is_file()
+
+
+def test_overfit_batches_are_the_same_every_epoch(tmp_path, tiny_root):
+    """Lightning makes a DataLoader sequential under overfit_batches; the in-memory batches must follow, or
+    debug=overfit would see new images every epoch and never learn its few batches by heart."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from tests.conftest import make_datamodule
+
+    dm = make_datamodule(tiny_root, tmp_path)
+    dm.setup()
+    dm.trainer = SimpleNamespace(
+        overfit_batches=3,
+        current_epoch=0,
+        global_rank=0,
+        world_size=1,
+        strategy=SimpleNamespace(root_device=torch.device("cpu")),
+    )
+    first = [y for _, y in dm.train_dataloader()][:3]
+    dm.trainer.current_epoch = 1
+    again = [y for _, y in dm.train_dataloader()][:3]
+    assert all(torch.equal(a, b) for a, b in zip(first, again))
