@@ -6,7 +6,7 @@ A folder is claimed by creating a marker in it exclusively (mkdir, open with O_E
 processes started together exactly one gets it: `.hydra/` in a run folder (Hydra's record of the run, which Hydra
 then fills), `multirun.yaml` in a sweep folder (Hydra's record of the sweep; written here first, with the same
 config). A name from conf/ (`outputs/<date>/<time>`, to the second) that another run holds gives way to the next
-free one, `<time>-1`, `<time>-2`, ...; a name typed on the command line is refused instead.
+free one, `<time>-1`, `<time>-2`, ...; a taken name typed on the command line is refused instead.
 
 Not claimed: the folder of a DDP process of rank > 0 (it writes into the one its rank 0 claimed) and that of a
 sweep's job run in a child process (fmnist_lit/sweep.py: the sweep claimed it).
@@ -57,24 +57,30 @@ def make_folder(key: str, folder: Path) -> None:
         raise folder_error(key, folder, e) from None
 
 
+def _rank_above_zero() -> str | None:
+    """The first rank > 0 in this process's environment, as a name (`node_rank_1`, `rank_3`); None on rank 0."""
+    for key in RANK_ENV:
+        value = os.environ.get(key, "")
+        if value.isdigit() and int(value) > 0:
+            return f"{key.lower()}_{value}"
+    return None
+
+
 def joins_another_process() -> bool:
     """True in a process that writes into a folder another process claimed (see the module docstring)."""
-    ranks = (os.environ.get(k, "0") for k in RANK_ENV)
-    return SWEEP_JOB_ENV in os.environ or any(r.isdigit() and int(r) > 0 for r in ranks)
+    return SWEEP_JOB_ENV in os.environ or _rank_above_zero() is not None
 
 
 def join(config: DictConfig) -> None:
     """Set a process that joins its rank 0's run folder up as Lightning sets up the ranks it starts: no `.hydra/` of
-    its own (rank 0's is the run's record, and claims the folder) and a log file of its own (`train_node_1.log`)."""
+    its own (rank 0's is the run's record, and claims the folder) and a log file of its own
+    (`train_node_rank_1.log`)."""
     if config.hydra.output_subdir is None:
         # started by Lightning or by a sweep, set up so already
         return
-    rank = next(
-        (f"{k.lower()}_{os.environ[k]}" for k in RANK_ENV if os.environ.get(k, "0") not in ("", "0")), "rank"
-    )
     with read_write(config.hydra), open_dict(config.hydra):
         config.hydra.output_subdir = None
-        config.hydra.job.name = f"{config.hydra.job.name}_{rank}"
+        config.hydra.job.name = f"{config.hydra.job.name}_{_rank_above_zero() or 'joined'}"
 
 
 def typed(config: DictConfig, key: str) -> bool:
