@@ -208,7 +208,7 @@ def start_together(
         f"import sys\nsys.path.insert(0, {str(ROOT)!r})\n{FROZEN_CLOCK}\nimport runpy\nsys.argv = sys.argv[1:]\n"
         "runpy.run_path(sys.argv[0], run_name='__main__')"
     )
-    args = [f"data.root={tiny_root}", *TINY, *QUICK, *overrides]
+    args = [*overrides, f"data.root={tiny_root}", *TINY, *QUICK]
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     procs = [
         subprocess.Popen(
@@ -264,3 +264,15 @@ def test_runs_started_together_into_a_typed_folder_one_runs_the_others_are_refus
         ]
     log = (run_dir / "train.log").read_text()
     assert log.count("precision=") == 1 and (run_dir / "metrics.json").is_file()
+
+
+@pytest.mark.slow
+def test_sweeps_started_together_with_the_default_folder_each_get_their_own(tmp_path, tiny_root):
+    procs = start_together(tmp_path, tiny_root, 2, "-m")
+    for proc in procs:
+        assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    day = tmp_path / "outputs" / "multirun" / "2000-01-01"
+    assert sorted(p.name for p in day.iterdir()) == ["12-00-00", "12-00-00-1"]
+    # each sweep's job in its own sweep folder, and each leaderboard of its own job
+    seeds = {json.loads((sweep / "0" / "metrics.json").read_text())["seed"] for sweep in day.iterdir()}
+    assert seeds == {0, 1} and all((sweep / "leaderboard.md").is_file() for sweep in day.iterdir())
