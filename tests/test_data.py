@@ -179,6 +179,7 @@ def test_fast_path_keeps_splits_on_the_accelerator(tiny_root, tmp_path, device, 
         global_rank=0,
         world_size=1,
         current_epoch=0,
+        overfit_batches=0,
     )
     for loader in (dm.train_dataloader(), *dm.val_dataloader(), dm.test_dataloader()):
         x, y = next(iter(loader))
