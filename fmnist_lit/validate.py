@@ -112,8 +112,10 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     (
         "trainer.strategy",
         lambda v: not (isinstance(v, str) and v.startswith(("ddp_spawn", "ddp_fork", "ddp_notebook"))),
-        "not supported: a spawned or forked rank cannot hand its predictions back for the report; use "
-        "trainer=ddp (one process per device, started like this one)",
+        (
+            "not supported: a spawned or forked rank cannot hand its predictions back for the report; use "
+            "trainer=ddp (one process per device, started like this one)"
+        ),
     ),
     ("model.label_smoothing", lambda v: _number(v) and 0 <= v < 1, "must be a number in [0, 1)"),
     (
