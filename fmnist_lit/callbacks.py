@@ -21,7 +21,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from fmnist_lit import plots
 from fmnist_lit.data import CLASSES
-from fmnist_lit.loggers import run_overrides, tb_tag
+from fmnist_lit.loggers import hparams_summaries, run_overrides, tb_tag, trial_name, varying_overrides
 from fmnist_lit.utils import UserError
 
 log = logging.getLogger(__name__)
@@ -31,14 +31,22 @@ def _tensorboard(trainer: L.Trainer) -> TensorBoardLogger | None:
     return next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
 
 
-def _scalar(v: Any) -> int | float | str:
-    """TensorBoard's HParams take numbers and strings (a bool would show as 0/1): lists become `[16, 32, 64]`,
-    None `none`, booleans `true`/`false`."""
+def _scalar(v: Any) -> float | str:
+    """TensorBoard's HParams take numbers and strings, and print every number with 5 significant digits (a bool
+    would show as 0/1, an int as 2.0000): lists become `[16, 32, 64]`, None `none`, booleans `true`/`false`, whole
+    numbers their digits; only non-integral floats stay numbers."""
     if isinstance(v, (DictConfig, ListConfig)):
         v = OmegaConf.to_container(v, resolve=True)
     if isinstance(v, bool) or v is None:
         return str(v).lower()
-    return v if isinstance(v, (int, float, str)) else str(v)
+    return v if isinstance(v, (float, str)) else str(v)
+
+
+def _column(params: dict[str, Any], key: str) -> str:
+    """The HParams column of an overridden key: the declared one it sets (`optimizer.lr`: `optimizer/lr`,
+    `trainer.max_epochs`: `max_epochs`), else the key itself."""
+    parts = key.split(".")
+    return next(("/".join(parts[i:]) for i in range(len(parts)) if "/".join(parts[i:]) in params), key)
 
 
 def sweep_hparams(declared: Any) -> dict[str, Any]:
@@ -58,11 +66,8 @@ def sweep_hparams(declared: Any) -> dict[str, Any]:
         else:
             params[name] = _scalar(value)
     for key, value in run_overrides():
-        parts = key.split(
-            "."
-        )  # model.net.widths is already the column net/widths, data.batch_size batch_size
-        if not any("/".join(parts[i:]) in params for i in range(len(parts))):
-            params[key] = value
+        # model.net.widths is already the column net/widths, data.batch_size batch_size
+        params.setdefault(_column(params, key), value)
     return params
 
 
@@ -112,15 +117,14 @@ class ReportCallback(L.Callback):
         tb = _tensorboard(trainer)
         if tb is None or not trainer.is_global_zero:
             return
-        from torch.utils.tensorboard.summary import hparams
-
-        # a session's hyper-parameters only: with no experiment summary, TensorBoard builds the HParams table from
-        # every run it sees, puts the hyper-parameters that differ between them first, and offers the runs'
-        # scalars (val/acc_best, zz_final/test_acc, ...) as metric columns; nothing is logged twice
-        _, start, end = hparams(sweep_hparams(self._hparams), {})
-        writer = tb.experiment._get_file_writer()  # as Lightning's own log_hyperparams does
-        writer.add_summary(start)
-        writer.add_summary(end)
+        # the results' columns first, then the settings this run (or its sweep) varies: fmnist_lit/loggers.py;
+        # the metric values are the scalars already logged, so nothing is logged twice
+        params = sweep_hparams(self._hparams)
+        differs = {_column(params, key) for key, _ in varying_overrides()}
+        # as Lightning's own log_hyperparams writes them
+        writer = tb.experiment._get_file_writer()
+        for summary in hparams_summaries(params, differs, trial_name(tb.save_dir)):
+            writer.add_summary(summary)
 
     def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._probs, self._targets = [], []
