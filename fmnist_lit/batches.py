@@ -14,7 +14,8 @@ from collections.abc import Callable, Iterator
 
 import torch
 
-MEAN, STD = 0.2860, 0.3530  # of the 60k training pixels scaled to [0, 1]
+# of the 60k training pixels scaled to [0, 1]
+MEAN, STD = 0.2860, 0.3530
 
 
 class TensorBatches:
@@ -47,15 +48,11 @@ class TensorBatches:
         self.x, self.y, self.batch_size = x, y, batch_size
         self.shuffle, self.drop_last, self.rank, self.world_size = shuffle, drop_last, rank, world_size
         self.seed, self.epoch_fn = seed, epoch_fn
-        self.epoch, self.done = (
-            -1,
-            0,
-        )  # the pass under way (-1: none yet) and how many batches it has handed out
+        # the pass under way (-1: none yet) and how many batches it has handed out
+        self.epoch, self.done = -1, 0
         self._resume_at: tuple[int, int] | None = None
-        self._generator, self._draws = (
-            torch.Generator(),
-            -1,
-        )  # permutations drawn from it so far (-1: unseeded)
+        # permutations drawn from it so far (-1: unseeded)
+        self._generator, self._draws = torch.Generator(), -1
 
     def state_dict(self) -> dict[str, int]:
         return {"seed": self.seed, "epoch": self.epoch, "batches": self.done}
@@ -96,9 +93,8 @@ class TensorBatches:
         # the order is drawn on the CPU (same permutation on every device); indices follow the data to its device
         order = order[: self._n_used()][self.rank :: self.world_size].to(self.x.device)
         for i in range(self.done, len(self)):
-            self.done = (
-                i + 1
-            )  # counted before the batch is handed out: a checkpoint taken after it resumes past it
+            # counted before the batch is handed out: a checkpoint taken after it resumes past it
+            self.done = i + 1
             idx = order[i * self.batch_size : (i + 1) * self.batch_size]
             yield self.x[idx], self.y[idx]
 
@@ -139,19 +135,25 @@ def random_erase(
     dev = x.device
     area = torch.empty(b, device=dev).uniform_(*scale) * h * w
     log_r = torch.empty(b, device=dev).uniform_(math.log(ratio), -math.log(ratio))
-    eh = (area * log_r.exp()).sqrt().round().clamp(1, h).long()  # (B,) rectangle heights
+    # (B,) rectangle heights
+    eh = (area * log_r.exp()).sqrt().round().clamp(1, h).long()
     ew = (area / log_r.exp()).sqrt().round().clamp(1, w).long()
-    top = (torch.rand(b, device=dev) * (h - eh + 1)).long()  # uniform in [0, h - eh]
+    # uniform in [0, h - eh]
+    top = (torch.rand(b, device=dev) * (h - eh + 1)).long()
     left = (torch.rand(b, device=dev) * (w - ew + 1)).long()
-    rows = torch.arange(h, device=dev)[None, :, None]  # (1, H, 1)
-    cols = torch.arange(w, device=dev)[None, None, :]  # (1, 1, W)
+    # (1, H, 1)
+    rows = torch.arange(h, device=dev)[None, :, None]
+    # (1, 1, W)
+    cols = torch.arange(w, device=dev)[None, None, :]
+    # (B, H, W)
     inside = (
         (rows >= top[:, None, None])
         & (rows < (top + eh)[:, None, None])
         & (cols >= left[:, None, None])
         & (cols < (left + ew)[:, None, None])
-    )  # (B, H, W)
+    )
     on = torch.rand(b, device=dev) < p
-    mask = (inside & on[:, None, None]).unsqueeze(1)  # (B, 1, H, W)
+    # (B, 1, H, W)
+    mask = (inside & on[:, None, None]).unsqueeze(1)
     noise = (torch.rand(x.shape, device=dev, dtype=x.dtype) - MEAN) / STD
     return torch.where(mask, noise, x)

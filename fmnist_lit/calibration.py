@@ -29,14 +29,17 @@ from torch.nn import functional as F
 from torchmetrics.functional.classification import multiclass_calibration_error
 
 log = logging.getLogger(__name__)
-N_BINS = 15  # confidence bins for ECE and the reliability diagram (Guo et al.'s choice)
-T_RANGE = (0.05, 20.0)  # a validation split the model gets 100% right pushes T -> 0: bound the search
+# confidence bins for ECE and the reliability diagram (Guo et al.'s choice)
+N_BINS = 15
+# a validation split the model gets 100% right pushes T -> 0: bound the search
+T_RANGE = (0.05, 20.0)
 FILE = "calibration.json"
 
 
 def fit_temperature(logits: torch.Tensor, target: torch.Tensor, max_iter: int = 100) -> float:
     """logits (N, C), target (N,) -> the T minimising cross_entropy(logits / T, target), within T_RANGE."""
-    z, y = logits.detach().double().cpu(), target.long().cpu()  # float64: a smooth objective for LBFGS
+    # float64: a smooth objective for LBFGS
+    z, y = logits.detach().double().cpu(), target.long().cpu()
     lo, hi = math.log(T_RANGE[0]), math.log(T_RANGE[1])
     log_t = torch.zeros((), dtype=torch.float64, requires_grad=True)
     opt = torch.optim.LBFGS([log_t], lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe")
@@ -77,7 +80,8 @@ def reliability(probs: torch.Tensor, target: torch.Tensor, n_bins: int = N_BINS)
     count = torch.bincount(idx, minlength=n_bins).float()
 
     def mean(v: torch.Tensor) -> list[float]:
-        return (torch.bincount(idx, v, minlength=n_bins) / count).tolist()  # NaN where count = 0
+        # NaN where count = 0
+        return (torch.bincount(idx, v, minlength=n_bins) / count).tolist()
 
     return {"confidence": mean(conf), "accuracy": mean((pred == target).float()), "count": count.tolist()}
 
@@ -110,10 +114,12 @@ def calibrate(
     if stored is not None:
         out |= {"temperature": stored, "fitted_on": f"stored with the run (checkpoints/{FILE})"}
     elif len(datamodule.val_x) == 0:
-        out["fitted_on"] = None  # report.md says: no validation split, T = 1
+        # report.md says: no validation split, T = 1
+        out["fitted_on"] = None
     else:
         val_logits = predict_logits(trainer, model, datamodule, datamodule.val_x, datamodule.val_y)
-        val_y = datamodule.val_y[: len(val_logits)]  # all of it, unless the trainer limits predict batches
+        # all of it, unless the trainer limits predict batches
+        val_y = datamodule.val_y[: len(val_logits)]
         t = fit_temperature(val_logits, val_y)
         before, after = scores(val_logits, val_y, 1.0), scores(val_logits, val_y, t)
         out |= {

@@ -144,7 +144,8 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
 def _load_error(e: Exception) -> str:
     """torch.load's many-line message -> a few words."""
     text = str(e)
-    if found := re.search(r"Unsupported global: (?:GLOBAL )?(\S+)", text):  # a pickled callable: code to run
+    # a pickled callable: code to run
+    if found := re.search(r"Unsupported global: (?:GLOBAL )?(\S+)", text):
         return f"it names code to run, `{found[1]}`; nothing was run"
     if "WeightsUnpickler error" in text:
         return "not a PyTorch file"
@@ -205,7 +206,8 @@ def run_config(ckpt_path: str | Path) -> tuple[Path, DictConfig]:
         raise UserError(f"{cfg_path}: not a readable config ({' '.join(str(e).split())[:160]})") from None
     if not isinstance(cfg, DictConfig) or not (cfg.get("model") and cfg.get("data") and cfg.get("trainer")):
         raise UserError(f"{cfg_path}: not a train.py config (needs model, data and trainer)")
-    cfg.model = check_targets(cfg.model, str(cfg_path))  # instantiate gets exactly the data that was checked
+    # instantiate gets exactly the data that was checked
+    cfg.model = check_targets(cfg.model, str(cfg_path))
     cfg.data = check_targets(cfg.data, str(cfg_path))
     return run_dir, cfg
 

@@ -139,7 +139,8 @@ def run_hydra_app(main: Callable[[], Any]) -> None:
         main()
     except (ConfigCompositionException, OverrideParseException) as e:
         fail(hydra_error_line(e, argv))
-    except ValueError as e:  # Hydra's defaults list: `model=null` for a group that cannot be switched off
+    except ValueError as e:
+        # Hydra's defaults list: `model=null` for a group that cannot be switched off
         if "Config group override" not in str(e):
             raise
         nulls = [a for a in argv if a.endswith("=null") and "." not in a and not a.startswith(("+", "~"))]

@@ -35,7 +35,8 @@ def build(cfg: DictConfig, section: str) -> Any:
 def build_callback(name: str, cb_cfg: Any) -> L.Callback:
     try:
         return instantiate(cb_cfg)
-    except InstantiationException as e:  # a callback refusing a value (callbacks.ema.decay=1.5, ...mode=maxx)
+    except InstantiationException as e:
+        # a callback refusing a value (callbacks.ema.decay=1.5, ...mode=maxx)
         if isinstance(e.__cause__, (TypeError, ValueError, MisconfigurationException)):
             raise UserError(f"callbacks.{name}: {' '.join(str(e.__cause__).split())}") from e
         raise
@@ -62,7 +63,8 @@ def check_callbacks(cfg: DictConfig, out: Path) -> None:
     resolves to `out` (building a checkpoint callback creates no folder). `${hydra:runtime.choices.model}` (the
     report's hparams) resolves from the composed config's `hydra` node, which Hydra hands to its callbacks before it
     sets it for the job. A callback failing other than by refusal (a `_target_` typo) is left to the run to report."""
-    cfg = copy.deepcopy(cfg)  # the caller's config keeps its ${paths.output_dir}
+    # the caller's config keeps its ${paths.output_dir}
+    cfg = copy.deepcopy(cfg)
     # the CLI's full config (the tests compose one without `hydra` and set HydraConfig); the job sets it again
     if "hydra" in cfg:
         HydraConfig.instance().set_config(cfg)
@@ -71,7 +73,8 @@ def check_callbacks(cfg: DictConfig, out: Path) -> None:
     for name, cb_cfg in _callback_cfgs(cfg):
         try:
             settings = OmegaConf.to_container(cb_cfg, resolve=True)
-        except OmegaConfBaseException:  # an interpolation pointing nowhere: run() reports it
+        except OmegaConfBaseException:
+            # an interpolation pointing nowhere: run() reports it
             continue
         try:
             build_callback(name, settings)
@@ -86,7 +89,8 @@ def build_loggers(cfg: DictConfig) -> list[Any]:
 def build_trainer(cfg: DictConfig) -> L.Trainer:
     loggers = build_loggers(cfg)
     callbacks = build_callbacks(cfg)
-    if not loggers:  # `logger=null`: the LR monitor has nowhere to write (Lightning refuses it then)
+    # `logger=null`: the LR monitor has nowhere to write (Lightning refuses it then)
+    if not loggers:
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     # `callbacks.progress_bar=null` means no bar: Lightning would otherwise add its own (into logs, too)
     no_bar = (
@@ -99,7 +103,8 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
             logger=loggers,
             **({"enable_progress_bar": False} if no_bar else {}),
         )
-    except InstantiationException as e:  # Lightning refusing a setting, or a trainer.* key it does not take
+    except InstantiationException as e:
+        # Lightning refusing a setting, or a trainer.* key it does not take
         cause = e.__cause__
         if isinstance(cause, (MisconfigurationException, TypeError, ValueError)):
             raise UserError(f"trainer: {' '.join(str(cause).split())}") from e

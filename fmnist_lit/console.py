@@ -80,7 +80,8 @@ class _RunClock:
     first_epoch = 0
 
     def start(self, trainer: L.Trainer) -> None:
-        self.t0, self.first_epoch = time.monotonic(), trainer.current_epoch  # a resumed run starts mid-way
+        # a resumed run starts mid-way
+        self.t0, self.first_epoch = time.monotonic(), trainer.current_epoch
 
     def eta(self, trainer: L.Trainer, epochs_done: float) -> float | None:
         """Seconds left, given `epochs_done` (fractional) since this run's first epoch; None if unknown."""
@@ -112,7 +113,8 @@ class ProgressBar(TQDMProgressBar):
 
     def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
         items = super().get_metrics(trainer, pl_module)
-        items.pop("v_num", None)  # the logger's version: a run label here, shown in TensorBoard instead
+        # the logger's version: a run label here, shown in TensorBoard instead
+        items.pop("v_num", None)
         batches = self.total_train_batches
         if isinstance(batches, (int, float)) and batches and not math.isinf(batches):
             done = trainer.current_epoch - self._clock.first_epoch + self.train_progress_bar.n / batches
@@ -122,7 +124,8 @@ class ProgressBar(TQDMProgressBar):
         return items
 
 
-_FIRST = ("loss", "ce", "acc", "acc_best")  # in an epoch line these come first, the rest alphabetically
+# in an epoch line these come first, the rest alphabetically
+_FIRST = ("loss", "ce", "acc", "acc_best")
 
 
 def _first_names(item: str) -> tuple[int, str]:
@@ -138,8 +141,10 @@ class EpochLog(L.Callback):
 
     def __init__(self) -> None:
         self._clock = _RunClock()
-        self._pending: tuple[int, float] | None = None  # (epoch, seconds) finished but not yet printed
-        self._val_epoch = -1  # the last epoch that ran validation: older val/* values are not this epoch's
+        # (epoch, seconds) finished but not yet printed
+        self._pending: tuple[int, float] | None = None
+        # the last epoch that ran validation: older val/* values are not this epoch's
+        self._val_epoch = -1
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._clock.start(trainer)
@@ -168,7 +173,8 @@ class EpochLog(L.Callback):
         head = f"epoch {epoch + 1}{_epochs(trainer)} ({_duration(seconds)}"
         head += f"; run eta {_duration(eta)})" if eta is not None and eta >= 0.5 else ")"
         line = " | ".join([head, *self.metric_groups(trainer.callback_metrics, val=self._val_epoch == epoch)])
-        with Tqdm.external_write_mode():  # a bar on the terminal is cleared, then redrawn under the line
+        # a bar on the terminal is cleared, then redrawn under the line
+        with Tqdm.external_write_mode():
             log.info(line)
 
     @staticmethod
@@ -178,7 +184,8 @@ class EpochLog(L.Callback):
         for key, value in metrics.items():
             prefix, _, name = key.rpartition("/")
             if not prefix or name.endswith("_step") or (not val and prefix != "train"):
-                continue  # no prefix: Lightning's own (epoch); val/test_each_epoch only if validation ran
+                # no prefix: Lightning's own (epoch); val/test_each_epoch only if validation ran
+                continue
             groups.setdefault(prefix, []).append(f"{name} {float(value):.4f}")
         order = sorted(groups, key=lambda p: (p != "train", p != "val", p))
         return [f"{p} {' '.join(sorted(groups[p], key=_first_names))}" for p in order]

@@ -16,7 +16,8 @@ import torch
 from fmnist_lit.utils import UserError
 
 N_COLS = 1 + 28 * 28
-ENCODING = "utf-8-sig"  # UTF-8, with or without a byte-order mark
+# UTF-8, with or without a byte-order mark
+ENCODING = "utf-8-sig"
 
 
 class CSVFormatError(UserError):
@@ -32,7 +33,8 @@ def _find_bad_line(path: Path) -> str:
             for row in reader:
                 lineno = reader.line_num
                 if lineno == 1 or not row:
-                    continue  # the header; empty lines (skipped by the fast parser too)
+                    # the header; empty lines (skipped by the fast parser too)
+                    continue
                 if row[0].lstrip().startswith("#"):
                     return f"{path}:{lineno}: a `#` line: this format has no comments (delete the line)"
                 if len(row) != N_COLS:
@@ -48,7 +50,8 @@ def _find_bad_line(path: Path) -> str:
                         return f"{path}:{lineno}: label {n} is outside 0..9"
                     if col > 0 and not 0 <= n <= 255:
                         return f"{path}:{lineno}: pixel{col} = {n} is outside 0..255"
-        except csv.Error as e:  # e.g. a field over the csv module's limit (128 KiB): not a label,pixel row
+        except csv.Error as e:
+            # e.g. a field over the csv module's limit (128 KiB): not a label,pixel row
             return f"{path}:{reader.line_num}: not a CSV row of label,pixel1..pixel784 ({e})"
     return f"{path}: could not be parsed as label,pixel1..pixel784 CSV"
 
@@ -65,7 +68,8 @@ def read_csv(path: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
         raise CSVFormatError(f"{path}: not a readable UTF-8 text file ({e})") from None
     if header.strip() and header.split(",")[0].strip().strip('"').lstrip("-").isdigit():
         raise CSVFormatError(f"{path}:1: expected a header line (label,pixel1,...), found data")
-    try:  # fast vectorised parse on any problem fall back to the line-by-line scan that names the bad line
+    try:
+        # fast vectorised parse on any problem fall back to the line-by-line scan that names the bad line
         a = np.loadtxt(
             path,
             delimiter=",",
@@ -83,7 +87,8 @@ def read_csv(path: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
     if a.shape[1] != N_COLS:
         raise CSVFormatError(_find_bad_line(path))
     if ((a[:, 0] < 0) | (a[:, 0] > 9)).any() or ((a[:, 1:] < 0) | (a[:, 1:] > 255)).any():
-        raise CSVFormatError(_find_bad_line(path))  # the scan gives the file's line number
+        # the scan gives the file's line number
+        raise CSVFormatError(_find_bad_line(path))
     images = torch.from_numpy(a[:, 1:].astype(np.uint8)).reshape(-1, 28, 28)
     return images, torch.from_numpy(a[:, 0].copy())
 

@@ -147,7 +147,8 @@ def prepare_raw(root: str | Path, download: bool = True, check_md5: bool = True)
     root = Path(root)
     try:
         return _prepare_raw(root, download, check_md5)
-    except OSError as e:  # a file for a folder, no permission, a full disk: one line, not a traceback
+    except OSError as e:
+        # a file for a folder, no permission, a full disk: one line, not a traceback
         raise DatasetError(_os_error(root, e)) from None
 
 
@@ -159,11 +160,13 @@ def _prepare_raw(root: Path, download: bool, check_md5: bool) -> Path:
             raw.mkdir(parents=True, exist_ok=True)
             for n in MD5:
                 if not (raw / n).exists():
-                    tmp = raw / f"{n}.part"  # write then rename: an interrupted copy never looks complete
+                    # write then rename: an interrupted copy never looks complete
+                    tmp = raw / f"{n}.part"
                     try:
                         with gzip.open(SYSTEM_DIR / f"{n}.gz", "rb") as src, tmp.open("wb") as dst:
                             shutil.copyfileobj(src, dst)
-                    except BaseException:  # a full disk or Ctrl-C: leave no partial file behind
+                    except BaseException:
+                        # a full disk or Ctrl-C: leave no partial file behind
                         tmp.unlink(missing_ok=True)
                         raise
                     tmp.rename(raw / n)
@@ -171,7 +174,8 @@ def _prepare_raw(root: Path, download: bool, check_md5: bool) -> Path:
             try:
                 FashionMNIST(str(root), train=True, download=True)
                 FashionMNIST(str(root), train=False, download=True)
-            except Exception as e:  # network errors come in many types; all mean the same to the user
+            except Exception as e:
+                # network errors come in many types; all mean the same to the user
                 raise DatasetError(
                     f"Fashion-MNIST files missing under {raw} ({', '.join(missing)}) and the download "
                     f"failed ({e}). " + _fixes(root)
@@ -239,13 +243,15 @@ class FashionMNISTDataModule(L.LightningDataModule):
         self.train_x = self.train_y = self.val_x = self.val_y = self.test_x = self.test_y = None
         self._raw: Path | None = None
         self._train_loader: TensorBatches | None = None
-        self._train_loader_state: dict[str, int] | None = None  # from a checkpoint, for the next train loader
+        # from a checkpoint, for the next train loader
+        self._train_loader_state: dict[str, int] | None = None
         # (uint8 images, labels) that `trainer.predict` runs on instead of the test set, for one call:
         # fmnist_lit.calibration (the validation split) and fmnist_lit.robustness (corrupted test images)
         self.predict_set: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def prepare_data(self) -> None:
-        if self.hparams.train_csv is None:  # remembered so setup() does not hash the 55 MB again
+        # remembered so setup() does not hash the 55 MB again
+        if self.hparams.train_csv is None:
             self._raw = prepare_raw(self.hparams.root, self.hparams.download, self.hparams.check_md5)
 
     def _load(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -322,10 +328,12 @@ class FashionMNISTDataModule(L.LightningDataModule):
         self._train_loader_state = state.get("train_loader")
 
     def val_dataloader(self):
-        if len(self.val_x) == 0:  # no validation split: no validation loop (test_each_epoch rides on it)
+        # no validation split: no validation loop (test_each_epoch rides on it)
+        if len(self.val_x) == 0:
             return []
         loaders = [self._loader(self.val_x, self.val_y, train=False)]
-        if self.hparams.test_each_epoch:  # a second validation dataloader: see LitClassifier's docstring
+        # a second validation dataloader: see LitClassifier's docstring
+        if self.hparams.test_each_epoch:
             loaders.append(self._loader(self.test_x, self.test_y, train=False))
         return loaders
 

@@ -108,11 +108,7 @@ def _selection(ckpt_path: Path, trained: dict[str, Any]) -> str:
     if ckpt_path.name == "last.ckpt":
         return "last"
     best = trained.get("best_checkpoint")
-    if (
-        best
-        and Path(best).name == ckpt_path.name
-        and trained.get("checkpoint_selection") != "last"
-    ):
+    if best and Path(best).name == ckpt_path.name and trained.get("checkpoint_selection") != "last":
         return "best val/acc"
     return "given"
 

@@ -40,13 +40,13 @@ from fmnist_lit.data import CLASSES
 from fmnist_lit.utils import UserError
 
 log = logging.getLogger(__name__)
-PARITY_ATOL = (
-    1e-4  # max |probability difference| allowed between the exported model and the checkpoint (fp32)
-)
+# max |probability difference| allowed between the exported model and the checkpoint (fp32)
+PARITY_ATOL = 1e-4
 PRODUCER = "fmnist-lit export.py"
 INPUT = "(N, 1, 28, 28) float32 in [0, 1] (pixel / 255), light garment on black; normalisation is inside"
 SUFFIX = {"onnx": ".onnx", "torchscript": ".pt"}
-Predictor = Callable[[torch.Tensor], torch.Tensor]  # uint8 (N, 28, 28) -> (N, 10) probabilities
+# uint8 (N, 28, 28) -> (N, 10) probabilities
+Predictor = Callable[[torch.Tensor], torch.Tensor]
 
 
 class Exported(nn.Module):
@@ -60,19 +60,23 @@ class Exported(nn.Module):
         self.temperature = float(temperature)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = self.net((x - MEAN) / STD)  # (N, 1, 28, 28) in [0, 1] -> (N, 10)
+        # (N, 1, 28, 28) in [0, 1] -> (N, 10)
+        logits = self.net((x - MEAN) / STD)
         return logits, (logits / self.temperature).softmax(-1)
 
 
 def _scaled(x: torch.Tensor) -> torch.Tensor:
-    return x.unsqueeze(1).float() / 255.0  # uint8 (N, 28, 28) -> (N, 1, 28, 28) in [0, 1]
+    # uint8 (N, 28, 28) -> (N, 1, 28, 28) in [0, 1]
+    return x.unsqueeze(1).float() / 255.0
 
 
 def write_onnx(model: Exported, path: Path, meta: dict[str, str]) -> None:
-    for name in ("onnx_ir", "onnxscript", "torch.onnx"):  # their INFO lines on each optimisation pass
+    # their INFO lines on each optimisation pass
+    for name in ("onnx_ir", "onnxscript", "torch.onnx"):
         logging.getLogger(name).setLevel(logging.WARNING)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the exporter's notes on torch.export internals
+        # the exporter's notes on torch.export internals
+        warnings.simplefilter("ignore")
         program = torch.onnx.export(
             model,
             (torch.rand(2, 1, 28, 28),),
@@ -83,12 +87,14 @@ def write_onnx(model: Exported, path: Path, meta: dict[str, str]) -> None:
             dynamic_shapes=({0: torch.export.Dim("batch")},),
         )
     program.model.metadata_props.update(meta)
-    program.save(path, external_data=False)  # one file: the weights inside
+    # one file: the weights inside
+    program.save(path, external_data=False)
 
 
 def write_torchscript(model: Exported, path: Path, meta: dict[str, str]) -> None:
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # torch.jit's deprecation notices
+        # torch.jit's deprecation notices
+        warnings.simplefilter("ignore", FutureWarning)
         scripted = torch.jit.trace(model, torch.rand(2, 1, 28, 28))
         torch.jit.save(scripted, str(path), _extra_files={"metadata.json": json.dumps(meta)})
 
@@ -168,7 +174,8 @@ def export(cfg: DictConfig) -> dict[str, Any]:
     dm.prepare_data()
     dm.setup("test")
     images = dm.test_x[: int(cfg.parity_images)]
-    with torch.no_grad():  # the checkpoint's own fp32 forward pass, as eval.py's model computes it
+    # the checkpoint's own fp32 forward pass, as eval.py's model computes it
+    with torch.no_grad():
         reference = (model(normalize_uint8(images)).float() / temperature).softmax(-1)
 
     meta = {
@@ -181,7 +188,8 @@ def export(cfg: DictConfig) -> dict[str, Any]:
         "source_checkpoint": str(ckpt_path.resolve()),
     }
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".part")  # the final name only once parity has passed
+    # the final name only once parity has passed
+    tmp = out.with_name(out.name + ".part")
     t0 = time.perf_counter()
     (write_onnx if fmt == "onnx" else write_torchscript)(Exported(model.net, temperature), tmp, meta)
     seconds = time.perf_counter() - t0
@@ -222,9 +230,8 @@ def load_predictor(path: str | Path) -> Predictor:
     ckpt = read_checkpoint(path)
     model = load_model(run_config(path)[1], ckpt, path).eval()
     temperature = stored_temperature(path, ckpt["state_dict"]) or 1.0
-    return lambda x: (model.eval_logits(normalize_uint8(x)) / temperature).softmax(
-        -1
-    )  # flip-averaged if tta_flip
+    # flip-averaged if tta_flip
+    return lambda x: (model.eval_logits(normalize_uint8(x)) / temperature).softmax(-1)
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="export")

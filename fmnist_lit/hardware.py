@@ -25,7 +25,8 @@ import torch
 from torch import nn
 
 log = logging.getLogger(__name__)
-SPEEDUP_NEEDED = 1.1  # bf16 must beat fp32 by this factor: a tie is not worth bf16's rounding
+# bf16 must beat fp32 by this factor: a tie is not worth bf16's rounding
+SPEEDUP_NEEDED = 1.1
 
 
 def cpu_bf16_features() -> dict[str, bool]:
@@ -115,7 +116,8 @@ def cpu_precision() -> tuple[str, str]:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(cache, indent=1) + "\n")
-        except OSError:  # a read-only home only costs the measurement next time
+        except OSError:
+            # a read-only home only costs the measurement next time
             pass
     ms = cache[key]
     speedup = ms["fp32_ms"] / ms["bf16_ms"]
@@ -134,7 +136,8 @@ def resolve_precision(precision: object, accelerator: str = "auto") -> str:
     return _auto_precision(gpu)
 
 
-@functools.cache  # decided and logged once per process, however often the config is resolved
+# decided and logged once per process, however often the config is resolved
+@functools.cache
 def _auto_precision(gpu: bool) -> str:
     if gpu:
         native = torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)

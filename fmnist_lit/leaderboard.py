@@ -20,7 +20,8 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-IGNORED_KEYS = {"seed"}  # what a row averages over
+# what a row averages over
+IGNORED_KEYS = {"seed"}
 # error.txt of a pruned trial starts with the name of the exception Optuna's pruning raises
 PRUNED = "TrialPruned"
 # CSV columns besides the swept keys (present even when every job failed)
@@ -45,7 +46,8 @@ class Job:
     path: Path
     overrides: dict[str, str]
     metrics: dict[str, Any] | None
-    error: str | None = None  # first line of error.txt, when the job wrote one
+    # first line of error.txt, when the job wrote one
+    error: str | None = None
 
     @property
     def pruned(self) -> bool:
@@ -67,7 +69,8 @@ class Row:
 
 def _key(override: str) -> tuple[str, str]:
     k, _, v = override.partition("=")
-    if k.startswith("~"):  # a deleted key (Hydra records `~key` as `~key=null`): not the same as `key=null`
+    # a deleted key (Hydra records `~key` as `~key=null`): not the same as `key=null`
+    if k.startswith("~"):
         return k, ""
     return k.lstrip("+"), v
 
@@ -89,7 +92,8 @@ def read_metrics(path: Path) -> tuple[dict[str, Any] | None, str | None]:
     acc = m.get("test_acc") if isinstance(m, dict) else None
     if not isinstance(acc, (int, float)) or not math.isfinite(acc):
         return None, f"{path.name} has no test accuracy (test_acc={acc}: diverged?)"
-    val = m.get("val_acc_best")  # null when the run had no validation; the rows are ranked on it
+    # null when the run had no validation; the rows are ranked on it
+    val = m.get("val_acc_best")
     if val is not None and not isinstance(val, (int, float)):
         return None, f"{path.name} has a val_acc_best that is not a number ({val!r}: edited by hand?)"
     return m, None
@@ -233,10 +237,12 @@ def to_png(path: Path, summaries: list[dict[str, Any]]) -> None:
     gaps), and the axis label says so."""
     import matplotlib
 
-    matplotlib.use("Agg")  # no display on servers / in tests
+    # no display on servers / in tests
+    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    series = [  # (key, label, marker face, vertical offset): val just above the line, test just below
+    # (key, label, marker face, vertical offset): val just above the line, test just below
+    series = [
         ("val_acc_best", "val acc best (ranks the rows)", "none", -0.12),
         ("test_acc", "test acc (reported)", "tab:blue", 0.12),
     ]
@@ -258,23 +264,27 @@ def to_png(path: Path, summaries: list[dict[str, Any]]) -> None:
                 mfc=face,
                 capsize=4,
                 ms=6,
-                label=None if label in labelled else label,  # one legend entry per series
+                # one legend entry per series
+                label=None if label in labelled else label,
             )
             labelled.add(label)
             ax.annotate(
                 f"{mean:.2f}%" + (f" ± {std:.2f}" if many else ""),
-                (mean + (std if many else 0), y + dy),  # right of the bar's end
+                # right of the bar's end
+                (mean + (std if many else 0), y + dy),
                 xytext=(8, 0),
                 textcoords="offset points",
                 va="center",
                 fontsize=7,
             )
     ax.set_yticks(range(len(summaries)), [f"{s['config']} (n={s['n']})" for s in summaries], fontsize=8)
-    ax.set_ylim(len(summaries) - 0.5, -0.5)  # best first
+    # best first
+    ax.set_ylim(len(summaries) - 0.5, -0.5)
     if spans:
         lo, hi = min(spans), max(spans)
         pad = max(0.5, 0.15 * (hi - lo))
-        ax.set_xlim(max(0.0, lo - pad), min(100.0, hi + 2 * pad))  # room on the right for the labels
+        # room on the right for the labels
+        ax.set_xlim(max(0.0, lo - pad), min(100.0, hi + 2 * pad))
         # below the axis label, never over a dot
         ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2, frameon=False)
     ax.set_xlabel("accuracy %: mean over seeds, ± sample std where n > 1")
@@ -284,7 +294,8 @@ def to_png(path: Path, summaries: list[dict[str, Any]]) -> None:
         fontsize=10,
     )
     fig.tight_layout()
-    fig.savefig(path, dpi=120, bbox_inches="tight")  # "tight" keeps the legend below the axes
+    # "tight" keeps the legend below the axes
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
 
 

@@ -16,7 +16,8 @@ class MLP(nn.Module):
 
     def __init__(self, hidden: Sequence[int], dropout: float, num_classes: int = 10):
         super().__init__()
-        layers: list[nn.Module] = [nn.Flatten()]  # (B, 1, 28, 28) -> (B, 784)
+        # (B, 1, 28, 28) -> (B, 784)
+        layers: list[nn.Module] = [nn.Flatten()]
         d = 28 * 28
         for h in hidden:
             layers += [nn.Linear(d, h), nn.ReLU(inplace=True), nn.Dropout(dropout)]
@@ -130,7 +131,8 @@ class FastCNN(nn.Module):
                         nn.ReLU(inplace=True),
                     )
                 )
-            else:  # the original layout (checkpoints from before pool_first load unchanged)
+            else:
+                # the original layout (checkpoints from before pool_first load unchanged)
                 layers += [conv_bn(c, w), nn.MaxPool2d(2)]
             layers += [conv_bn(w, w) for _ in range(n_extra)]
             c = w

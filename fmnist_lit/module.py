@@ -136,7 +136,8 @@ class LitClassifier(L.LightningModule):
                 [loss.detach().float() * n, ce.float() * n, (logits.argmax(1) == y).sum().float(), n]
             )
             self._train_sums += sums
-            self._window += sums[::3]  # (loss x images, images): a view, no index tensor
+            # (loss x images, images): a view, no index tensor
+            self._window += sums[::3]
         return loss
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
@@ -163,10 +164,12 @@ class LitClassifier(L.LightningModule):
     def validation_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
         loss, logits, y = self._step(batch)
         if dataloader_idx == 0:
-            self.val_loss.update(loss, weight=len(y))  # weighted: uneven last/DDP batches count per image
+            # weighted: uneven last/DDP batches count per image
+            self.val_loss.update(loss, weight=len(y))
             self.val_metrics.update(logits, y)
             self.val_confmat.update(logits, y)
-        else:  # the test set, evaluated for information only
+        else:
+            # the test set, evaluated for information only
             self.test_each_epoch_loss.update(loss, weight=len(y))
             self.test_each_epoch_acc.update(logits, y)
 
@@ -188,7 +191,8 @@ class LitClassifier(L.LightningModule):
                 self.best_val_epoch = self.current_epoch
             self.val_acc_best(acc)
             self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True)
-        self.val_confmat.reset()  # after callbacks.ReportCallback has read it (callback hooks run first)
+        # after callbacks.ReportCallback has read it (callback hooks run first)
+        self.val_confmat.reset()
 
     # metric states are not in the state_dict: carry the best-so-far through checkpoints so a resumed run
     # reports the true best validation accuracy and its epoch, and the epoch's training sums so far, so a run
@@ -222,7 +226,8 @@ class LitClassifier(L.LightningModule):
         """(B, 10) float32 logits; the report takes softmax(logits / T) with the run's temperature
         (fmnist_lit.calibration), which needs the logits themselves."""
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
-        return self.eval_logits(x)  # logits (B, 10): calibration needs them, softmax(logits / T) follows
+        # logits (B, 10): calibration needs them, softmax(logits / T) follows
+        return self.eval_logits(x)
 
     def configure_optimizers(self) -> dict[str, Any]:
         # the schedule's horizon is the run's length, known only once the trainer exists (fmnist_lit/optim.py)

@@ -35,11 +35,16 @@ from PIL import Image, ImageOps
 from fmnist_lit.utils import UserError
 
 SIZE = 28
-LUMA = (0.299, 0.587, 0.114)  # ITU-R 601-2, as PIL's convert("L")
-BORDER = 0.02  # width of the border band that gives the background level, as a fraction of the shorter side
-TRIM_LEVEL = 0.15  # object pixels have at least this fraction of the strongest ink (after a 1-px blur)
-SHARPEN = 0.5  # unsharp-mask amount: x + SHARPEN * (x - blur(x)), sigma 1 px at 28x28
-FLOOR = 0.05  # ink below this fraction of the peak is background: exactly 0 after the conversion
+# ITU-R 601-2, as PIL's convert("L")
+LUMA = (0.299, 0.587, 0.114)
+# width of the border band that gives the background level, as a fraction of the shorter side
+BORDER = 0.02
+# object pixels have at least this fraction of the strongest ink (after a 1-px blur)
+TRIM_LEVEL = 0.15
+# unsharp-mask amount: x + SHARPEN * (x - blur(x)), sigma 1 px at 28x28
+SHARPEN = 0.5
+# ink below this fraction of the peak is background: exactly 0 after the conversion
+FLOOR = 0.05
 
 
 def open_image(path: str | Path) -> Image.Image:
@@ -50,7 +55,8 @@ def open_image(path: str | Path) -> Image.Image:
         try:
             img = Image.open(path)
             img.load()
-            img = ImageOps.exif_transpose(img)  # a malformed EXIF block fails here, as unreadable
+            # a malformed EXIF block fails here, as unreadable
+            img = ImageOps.exif_transpose(img)
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
             raise UserError(f"{path}: refused as a possible decompression bomb ({e})") from None
         # decoders of corrupt files raise many types (OSError, SyntaxError, ValueError, struct.error, ...)
@@ -65,7 +71,8 @@ def to_gray(img: Image.Image) -> torch.Tensor:
     opaque part is light, so a white garment on a transparent background stays visible)."""
     if img.mode.startswith("I;16"):
         return torch.from_numpy(np.asarray(img).astype(np.float32) / 65535)
-    if img.mode in ("I", "F"):  # 32-bit int or float: 8-bit, 16-bit or [0, 1] data, told apart by the range
+    # 32-bit int or float: 8-bit, 16-bit or [0, 1] data, told apart by the range
+    if img.mode in ("I", "F"):
         a = np.asarray(img).astype(np.float64)
         top = float(a.max(initial=0))
         scale = (
@@ -76,7 +83,8 @@ def to_gray(img: Image.Image) -> torch.Tensor:
         return torch.from_numpy(np.asarray(img.convert("L")).astype(np.float32) / 255)
     alpha = img.mode in ("LA", "La", "PA", "RGBA", "RGBa") or img.has_transparency_data
     rgba = torch.from_numpy(np.asarray(img.convert("RGBA" if alpha else "RGB")).astype(np.float32) / 255)
-    gray = rgba[..., :3] @ torch.tensor(LUMA)  # (H, W, 3) -> (H, W)
+    # (H, W, 3) -> (H, W)
+    gray = rgba[..., :3] @ torch.tensor(LUMA)
     if not alpha:
         return gray
     a = rgba[..., 3]
@@ -94,16 +102,19 @@ def border_level(g: torch.Tensor) -> float:
 
 def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     """Gaussian blur of (H, W), edges replicated; separable (one row pass, one column pass)."""
-    r = int(3 * sigma + 0.5)  # +-3 sigma
+    # +-3 sigma
+    r = int(3 * sigma + 0.5)
     k = torch.exp(-(torch.arange(-r, r + 1, dtype=torch.float32) ** 2) / (2 * sigma**2))
     k = k / k.sum()
-    y = F.pad(x[None, None], (r, r, r, r), mode="replicate")  # (1, 1, H + 2r, W + 2r)
+    # (1, 1, H + 2r, W + 2r)
+    y = F.pad(x[None, None], (r, r, r, r), mode="replicate")
     return F.conv2d(F.conv2d(y, k.view(1, 1, 1, -1)), k.view(1, 1, -1, 1))[0, 0]
 
 
 def object_box(ink: torch.Tensor) -> tuple[int, int, int, int] | None:
     """(top, left, bottom, right), exclusive ends, of the pixels that are object, or None if there are none."""
-    smooth = _blur(ink, 1.0)  # single noisy pixels never reach the level
+    # single noisy pixels never reach the level
+    smooth = _blur(ink, 1.0)
     peak = float(smooth.max())
     if peak < 1 / 255:
         return None
@@ -116,10 +127,12 @@ def fmnist_from_gray(g: torch.Tensor, invert: str = "auto") -> tuple[torch.Tenso
     """(H, W) float in [0, 1] -> ((28, 28) uint8 light object on black, whether the image was negated)."""
     inverted = invert == "yes" or (invert == "auto" and border_level(g) > 0.5)
     x = 1 - g if inverted else g
-    if tuple(x.shape) == (SIZE, SIZE):  # already the dataset's format
+    # already the dataset's format
+    if tuple(x.shape) == (SIZE, SIZE):
         return (x * 255).round().to(torch.uint8), inverted
     bg = border_level(x)
-    ink = ((x - bg) / max(1 - bg, 1e-3)).clamp(0, 1)  # background 0, full contrast 1
+    # background 0, full contrast 1
+    ink = ((x - bg) / max(1 - bg, 1e-3)).clamp(0, 1)
     box = object_box(ink)
     if box is None:
         raise UserError("no object: the image has no pixel that differs from its background")

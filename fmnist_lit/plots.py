@@ -11,14 +11,16 @@ from collections.abc import Sequence
 
 import matplotlib
 
-matplotlib.use("Agg")  # no display on servers / CI; must precede pyplot
+# no display on servers / CI; must precede pyplot
+matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import torch
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyBboxPatch
 from matplotlib.ticker import MaxNLocator
 
-WRONG, RIGHT = "#c0392b", "#1e6b34"  # red / dark green titles on image grids
+# red / dark green titles on image grids
+WRONG, RIGHT = "#c0392b", "#1e6b34"
 
 
 def _matrix_panel(
@@ -31,7 +33,8 @@ def _matrix_panel(
     shown = torch.where(off, m, torch.nan) if errors_only else m
     top = float(m[off].max()) if errors_only else float(m.max())
     im = ax.imshow(shown.numpy(), cmap="Reds" if errors_only else "Blues", vmin=0, vmax=top or 1.0)
-    if errors_only:  # the correct predictions: grey squares under their counts
+    # the correct predictions: grey squares under their counts
+    if errors_only:
         ax.imshow(torch.where(off, torch.nan, 1.0).numpy(), cmap="Greys", vmin=0, vmax=4)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="wrong predictions" if errors_only else None)
     ax.set_xticks(range(n), classes, rotation=45, ha="right", fontsize=9)
@@ -42,7 +45,8 @@ def _matrix_panel(
     hi = top or 1.0
     for i in range(n):
         for j in range(n):
-            v = float(m[i, j])  # exact zeros as "0": the few non-zero cells stand out
+            # exact zeros as "0": the few non-zero cells stand out
+            v = float(m[i, j])
             dark = v > 0.55 * hi and (i != j or not errors_only)
             ax.text(
                 j,
@@ -64,7 +68,8 @@ def confusion_matrix_figure(
     cm = cm.to(torch.float64)
     norm = cm / cm.sum(dim=1, keepdim=True).clamp(min=1)
     fig, (a, b) = plt.subplots(1, 2, figsize=(16, 7.2))
-    fig.subplots_adjust(left=0.08, right=0.98, bottom=0.17, top=0.9, wspace=0.22)  # no layout engine: faster
+    # no layout engine: faster
+    fig.subplots_adjust(left=0.08, right=0.98, bottom=0.17, top=0.9, wspace=0.22)
     _matrix_panel(
         a, cm, classes, ".0f", "Counts: errors in red, correct (diagonal) in grey", fig, errors_only=True
     )
@@ -112,7 +117,8 @@ def curves_figure(
     smoothed = not ce or any(abs(objective[e] - ce[e]) > 1e-6 for e in ce if e in objective)
     _line(loss_ax, ce, "o-", label="train cross-entropy")
     _line(loss_ax, epochs.get("val/loss", {}), "s-", label="validation cross-entropy")
-    if smoothed:  # old runs have no train/ce: their train/loss may include label smoothing
+    # old runs have no train/ce: their train/loss may include label smoothing
+    if smoothed:
         _line(loss_ax, objective, "--", color="0.45", label="train objective (with label smoothing)")
     per_step = steps.get("train/loss_step", {})
     _line(
@@ -161,7 +167,8 @@ def pr_curves_figure(
     each other at full scale."""
     fig, axes = plt.subplots(1, 2, figsize=(15, 7), layout="constrained")
     colors = plt.get_cmap("tab10").colors
-    order = ap.argsort(descending=True).tolist()  # legend from best to worst
+    # legend from best to worst
+    order = ap.argsort(descending=True).tolist()
     for ax, lo in zip(axes, (0.0, zoom)):
         for k in order:
             p, r = curves[k]
@@ -211,7 +218,8 @@ def reliability_figure(panels: Sequence[tuple[str, dict[str, list[float]]]]) -> 
             lw=0.6,
             label="accuracy in the bin",
         )
-        conf = [(c, k) for k, c in enumerate(b["confidence"]) if not math.isnan(c)]  # NaN: empty bin
+        # NaN: empty bin
+        conf = [(c, k) for k, c in enumerate(b["confidence"]) if not math.isnan(c)]
         top.plot(
             [c for c, _ in conf],
             [b["accuracy"][k] for _, k in conf],
@@ -257,11 +265,15 @@ def image_grid(
     n, tile_in, font = len(images), 1.75, 8.5
     nrows = max(1, -(-n // ncols))
     lines = max((t.count("\n") + 1 for t in titles), default=1)
-    w = 32  # pixels per tile column: the 28-pixel image + a 4-pixel gap
-    per_in = w / tile_in  # mosaic pixels per inch of figure
-    head = int(lines * font * 1.3 / 72 * per_in) + 3  # room for the title lines above each image
+    # pixels per tile column: the 28-pixel image + a 4-pixel gap
+    w = 32
+    # mosaic pixels per inch of figure
+    per_in = w / tile_in
+    # room for the title lines above each image
+    head = int(lines * font * 1.3 / 72 * per_in) + 3
     h = 28 + head
-    mosaic = torch.zeros(nrows * h, ncols * w, dtype=torch.uint8)  # 0 = white under gray_r
+    # 0 = white under gray_r
+    mosaic = torch.zeros(nrows * h, ncols * w, dtype=torch.uint8)
     for i in range(n):
         r, c = divmod(i, ncols)
         mosaic[r * h + head : (r + 1) * h, c * w + 2 : c * w + 30] = images[i]
@@ -336,7 +348,8 @@ def architecture_figure(rows: Sequence[dict], title: str) -> Figure:
             )
     ax.text(0.3, 0.85, title, fontsize=12, weight="bold", va="center")
     ax.text(6.6, 0.5, "output shape", fontsize=8.5, color="#555555", va="center")
-    fig.subplots_adjust(left=0.02, right=0.98, bottom=0.01, top=0.99)  # the axes is the whole figure
+    # the axes is the whole figure
+    fig.subplots_adjust(left=0.02, right=0.98, bottom=0.01, top=0.99)
     return fig
 
 

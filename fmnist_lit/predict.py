@@ -28,8 +28,10 @@ from fmnist_lit.plots import RIGHT, WRONG, image_grid, save
 from fmnist_lit.utils import UserError
 
 SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
-MIN_CONFIDENCE = 0.5  # below this top-class probability a prediction is flagged low-confidence
-MOSAIC_MAX = 256  # images drawn in the --save-inputs mosaic (the first ones); every one gets its own PNG
+# below this top-class probability a prediction is flagged low-confidence
+MIN_CONFIDENCE = 0.5
+# images drawn in the --save-inputs mosaic (the first ones); every one gets its own PNG
+MOSAIC_MAX = 256
 
 
 def find_images(inputs: list[str]) -> list[Path]:
@@ -52,7 +54,8 @@ def predict(ckpt_path: str | Path, images: list[str], invert: str = "auto") -> l
     """One dict per file, in order: {"file", "error"} for a file that could not be read, else {"file", "class",
     "confidence", "top3", "probs" (10 floats), "inverted", "input" ((28, 28) uint8, what the model received)}.
     A bad checkpoint or no images at all raise UserError."""
-    probs_of = load_predictor(ckpt_path)  # a checkpoint (with its run's temperature) or an exported .onnx
+    # a checkpoint (with its run's temperature) or an exported .onnx
+    probs_of = load_predictor(ckpt_path)
     rows: list[dict] = []
     for f in find_images(images):
         try:
@@ -62,7 +65,8 @@ def predict(ckpt_path: str | Path, images: list[str], invert: str = "auto") -> l
             rows.append({"file": str(f), "error": str(e)})
     ok = [r for r in rows if "error" not in r]
     if ok:
-        probs = probs_of(torch.stack([r["input"] for r in ok]))  # (N, 10)
+        # (N, 10)
+        probs = probs_of(torch.stack([r["input"] for r in ok]))
         top = probs.topk(3, dim=-1)
         for r, p, v, i in zip(ok, probs, top.values, top.indices):
             r.update(

@@ -37,9 +37,8 @@ from fmnist_lit.report_page import report_markdown, report_page, tested_epoch
 from fmnist_lit.utils import write_json
 
 log = logging.getLogger(__name__)
-TEST_EACH_EPOCH_LOSS = (
-    "test_each_epoch/loss"  # logged by LitClassifier with report.test_each_epoch; never monitored
-)
+# logged by LitClassifier with report.test_each_epoch; never monitored
+TEST_EACH_EPOCH_LOSS = "test_each_epoch/loss"
 
 
 # ---- tables ----------------------------------------------------------------------------------------------
@@ -137,9 +136,8 @@ def summary_text(rows: list[dict[str, Any]], net: nn.Module, title: str) -> str:
 
 
 def _per_step(key: str) -> bool:
-    return key.startswith("lr-") or key.endswith(
-        "_step"
-    )  # LearningRateMonitor's; the module's train/loss_step
+    # LearningRateMonitor's; the module's train/loss_step
+    return key.startswith("lr-") or key.endswith("_step")
 
 
 def csv_first_epoch(run_dir: Path) -> int:
@@ -174,7 +172,8 @@ def read_history(
                 elif epoch is not None:
                     epochs.setdefault(k, {})[epoch] = float(v)
                     if steps_per_epoch is None and step is not None and k in ("train/acc", "val/acc"):
-                        steps_per_epoch = (step + 1) / epoch  # logged at the epoch's last step
+                        # logged at the epoch's last step
+                        steps_per_epoch = (step + 1) / epoch
     spe = steps_per_epoch or 1.0
     return epochs, {k: {(s + 1) / spe: v for s, v in h.items()} for k, h in steps.items()}
 
@@ -202,9 +201,11 @@ def write_report(
     out.mkdir(parents=True, exist_ok=True)
     calib = metrics.get("calibration") or {}
     temperature = float(calib.get("temperature", 1.0))
-    probs, target = apply_temperature(logits, temperature), target.long()  # calibrated: what predict.py shows
+    # calibrated: what predict.py shows
+    probs, target = apply_temperature(logits, temperature), target.long()
     preds = probs.argmax(1)
-    images = datamodule.test_x[: len(target)]  # uint8 (N, 28, 28): test loader does not shuffle
+    # uint8 (N, 28, 28): test loader does not shuffle
+    images = datamodule.test_x[: len(target)]
     figs: dict[str, str] = {}
 
     cm = multiclass_confusion_matrix(preds, target, len(CLASSES))
@@ -296,7 +297,8 @@ def _image_figures(
         out / "predictions.png",
     )
     bad = torch.nonzero(preds != target).flatten()
-    bad = bad[conf[bad].argsort(descending=True)][:24]  # most confident mistakes first
+    # most confident mistakes first
+    bad = bad[conf[bad].argsort(descending=True)][:24]
     plots.save(
         plots.image_grid(
             images[bad],

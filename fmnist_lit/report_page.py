@@ -22,7 +22,8 @@ def report_markdown(rep: dict[str, Any]) -> str:
 
 def tested_epoch(m: dict[str, Any]) -> int | None:
     """The epoch (from 1) whose weights were tested."""
-    if m.get("epoch") is not None:  # eval.py: the checkpoint's own
+    # eval.py: the checkpoint's own
+    if m.get("epoch") is not None:
         return int(m["epoch"])
     return m.get("epochs_run") if m.get("checkpoint_selection") == "last" else m.get("best_epoch")
 
@@ -49,7 +50,8 @@ def selection_sentence(m: dict[str, Any]) -> str:
 
 def report_page(m: dict[str, Any], rep: dict[str, Any], figs: dict[str, str], mean_ap: float) -> str:
     """report.md: headline numbers, the command, every figure and table (relative links: renders anywhere)."""
-    m = to_jsonable(m)  # tensors -> numbers
+    # tensors -> numbers
+    m = to_jsonable(m)
 
     def fmt(v: Any) -> str:
         if isinstance(v, float):

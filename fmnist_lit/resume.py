@@ -38,7 +38,8 @@ import numpy as np
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from fmnist_lit.callbacks import Checkpoint  # `{epoch}` in file names counted from 1
+# `{epoch}` in file names counted from 1
+from fmnist_lit.callbacks import Checkpoint
 from fmnist_lit.utils import UserError
 
 log = logging.getLogger(__name__)
@@ -168,7 +169,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                     if full is not None:
                         raise disk_full_error(path, full) from e
                     raise
-            dir_fd = os.open(path.parent, os.O_RDONLY)  # make the rename itself durable
+            # make the rename itself durable
+            dir_fd = os.open(path.parent, os.O_RDONLY)
             try:
                 os.fsync(dir_fd)
             finally:
@@ -187,7 +189,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 def rng_states() -> dict[str, Any]:
     """Every global RNG a training step may draw from (augmentation, dropout), as plain data (weights_only)."""
-    np_state = np.random.get_state()  # ('MT19937', uint32 (624,), pos, has_gauss, cached_gaussian)
+    # ('MT19937', uint32 (624,), pos, has_gauss, cached_gaussian)
+    np_state = np.random.get_state()
     states: dict[str, Any] = {
         "torch": torch.get_rng_state(),
         "python": random.getstate(),
@@ -256,7 +259,8 @@ class ResumableCheckpoint(Checkpoint):
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_epoch_end(trainer, pl_module)
-        if self._should_save_on_train_epoch_end(trainer):  # no validation: the epoch end is the save point
+        # no validation: the epoch end is the save point
+        if self._should_save_on_train_epoch_end(trainer):
             self._save_last_now(trainer)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -279,7 +283,8 @@ class ResumableCheckpoint(Checkpoint):
         self._rng_to_restore = state.pop("rng_states", None)
         if state.get("dirpath", self.dirpath) == self.dirpath:
             return super().load_state_dict(state)
-        with warnings.catch_warnings():  # Lightning's "won't be reloaded" notice: reloaded below after all
+        # Lightning's "won't be reloaded" notice: reloaded below after all
+        with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             super().load_state_dict(state)
         self._keep_best_of_resumed_run(state)
@@ -300,7 +305,8 @@ class ResumableCheckpoint(Checkpoint):
         self.best_k_models = {p: old[p] for p in better_first}
         self.best_model_path = better_first[0] if better_first else ""
         self.best_model_score = old[better_first[0]] if better_first else None
-        if better_first and len(better_first) == self.save_top_k:  # full: the worst goes next
+        # full: the worst goes next
+        if better_first and len(better_first) == self.save_top_k:
             self.kth_best_model_path, self.kth_value = better_first[-1], old[better_first[-1]]
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -26,7 +26,8 @@ from torchvision.transforms.v2 import functional as TF
 from fmnist_lit.calibration import predict_logits
 
 log = logging.getLogger(__name__)
-SEED = 0  # fixed: the corrupted images are the same for every run, so runs compare
+# fixed: the corrupted images are the same for every run, so runs compare
+SEED = 0
 
 
 def _to_uint8(x: torch.Tensor) -> torch.Tensor:
@@ -58,14 +59,15 @@ def _warp(x: torch.Tensor, angle_deg: torch.Tensor, dx: torch.Tensor, dy: torch.
     """Rotate each image about its centre by angle_deg (N,) and move it by (dx, dy) (N,) pixels; zero fill."""
     a = angle_deg.float() * math.pi / 180
     h, w = x.shape[-2:]
-    # affine_grid maps output to input coordinates in [-1, 1]: the inverse rotation, then the inverse shift
+    # theta (N, 2, 3): affine_grid maps output to input coordinates in [-1, 1], so the inverse rotation, then the
+    # inverse shift
     theta = torch.stack(
         [
             torch.stack([a.cos(), -a.sin(), -2 * dx.float() / w], 1),
             torch.stack([a.sin(), a.cos(), -2 * dy.float() / h], 1),
         ],
         1,
-    )  # (N, 2, 3)
+    )
     grid = F.affine_grid(theta, [len(x), 1, h, w], align_corners=False)
     return _to_uint8(F.grid_sample(x.unsqueeze(1).float(), grid, align_corners=False).squeeze(1))
 
@@ -96,13 +98,20 @@ def inversion(x: torch.Tensor, level: None, g: torch.Generator) -> torch.Tensor:
 
 # name -> (function, its argument at severities 1, 2, 3)
 CORRUPTIONS: dict[str, tuple[Callable[..., torch.Tensor], tuple[Any, ...]]] = {
-    "gaussian_noise": (gaussian_noise, (8, 16, 32)),  # std, grey levels
-    "blur": (blur, (0.5, 1.0, 1.5)),  # sigma, pixels
-    "contrast": (contrast, (0.6, 0.4, 0.2)),  # factor
-    "brightness": (brightness, (32, 64, 96)),  # added grey levels
-    "rotation": (rotation, (10, 20, 30)),  # degrees
-    "shift": (shift, (2, 3, 4)),  # pixels
-    "jpeg": (jpeg, (50, 20, 10)),  # quality
+    # std, grey levels
+    "gaussian_noise": (gaussian_noise, (8, 16, 32)),
+    # sigma, pixels
+    "blur": (blur, (0.5, 1.0, 1.5)),
+    # factor
+    "contrast": (contrast, (0.6, 0.4, 0.2)),
+    # added grey levels
+    "brightness": (brightness, (32, 64, 96)),
+    # degrees
+    "rotation": (rotation, (10, 20, 30)),
+    # pixels
+    "shift": (shift, (2, 3, 4)),
+    # quality
+    "jpeg": (jpeg, (50, 20, 10)),
     "inversion": (inversion, (None,)),
 }
 

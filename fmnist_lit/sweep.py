@@ -37,17 +37,12 @@ from fmnist_lit.leaderboard import PRUNED, find_jobs, write_leaderboard
 
 log = logging.getLogger(__name__)
 ERROR_FILE = "error.txt"
-DDP_ENV = (
-    "MASTER_ADDR",
-    "MASTER_PORT",
-    "NODE_RANK",
-    "LOCAL_RANK",
-    "WORLD_SIZE",
-)  # set by Lightning's launcher
-SWEEP_JOB_ENV = (
-    "FMNIST_LIT_SWEEP_JOB"  # set for a job's child process: it records its own failure (error.txt)
-)
-RANK_EXIT_SECONDS = 60  # how long rank 0 waits for the other ranks of a finished run before killing them
+# set by Lightning's launcher
+DDP_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
+# set for a job's child process: it records its own failure (error.txt)
+SWEEP_JOB_ENV = "FMNIST_LIT_SWEEP_JOB"
+# how long rank 0 waits for the other ranks of a finished run before killing them
+RANK_EXIT_SECONDS = 60
 
 
 def _target(node: Any) -> str:
@@ -66,7 +61,8 @@ def record_failure(output_dir: str | Path, exc: BaseException) -> None:
     try:
         tmp.write_text(summary + "\n\n" + "".join(traceback.format_exception(exc)))
         os.link(tmp, out / ERROR_FILE)
-    except FileExistsError:  # recorded already (by another rank, or before the ranks were killed)
+    except FileExistsError:
+        # recorded already (by another rank, or before the ranks were killed)
         return
     finally:
         tmp.unlink(missing_ok=True)
@@ -96,7 +92,8 @@ def set_job_threads(cfg: DictConfig) -> None:
         return
     cores = os.cpu_count() or 1
     n_jobs = int(launcher.get("n_jobs") or -1)
-    n_jobs = n_jobs if n_jobs > 0 else max(1, cores + 1 + n_jobs)  # joblib: -1 = all cores, -2 = all but one
+    # joblib: -1 = all cores, -2 = all but one
+    n_jobs = n_jobs if n_jobs > 0 else max(1, cores + 1 + n_jobs)
     if cfg.get("threads") is None:
         with open_dict(cfg):
             cfg.threads = max(1, cores // n_jobs)
@@ -117,9 +114,8 @@ def is_ddp_in_sweep(cfg: DictConfig) -> bool:
     if not name.startswith("ddp") or "spawn" in name or "fork" in name:
         return False
     launcher = _target(HydraConfig.get().launcher).lower()
-    if (
-        "submitit" in launcher
-    ):  # on SLURM every rank is a task started by SLURM: Lightning re-launches nothing
+    # on SLURM every rank is a task started by SLURM: Lightning re-launches nothing
+    if "submitit" in launcher:
         return False
     if "basic" not in launcher:
         raise RuntimeError(
@@ -158,7 +154,8 @@ def run_job_in_child_process(cfg: DictConfig) -> dict[str, Any]:
     finally:
         try:
             os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:  # the job's processes are all gone: the normal case
+        except ProcessLookupError:
+            # the job's processes are all gone: the normal case
             pass
     if code == 130:
         raise KeyboardInterrupt
@@ -210,7 +207,8 @@ class SweepSummary(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         failed = [j for j in find_jobs(sweep_dir) if j.failed]
         if self.leaderboard:
-            try:  # a leaderboard bug must not hide failed jobs or the exit status
+            try:
+                # a leaderboard bug must not hide failed jobs or the exit status
                 summaries, _ = write_leaderboard(sweep_dir)
                 board = sweep_dir / "leaderboard.md"
                 log.info("leaderboard (%d configurations): %s\n%s", len(summaries), board, top_rows(board))

@@ -51,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--train", type=int, default=600, help="training images (validation is carved from them)")
     p.add_argument("--test", type=int, default=200, help="test images")
     a = p.parse_args(argv)
-    if (a.root / "FashionMNIST" / "raw").exists():  # never overwrite data someone made
+    # never overwrite data someone made
+    if (a.root / "FashionMNIST" / "raw").exists():
         p.error(f"{a.root / 'FashionMNIST' / 'raw'} already exists: choose another --root")
     write_tiny_root(a.root, a.train, a.test)
     print(f"synthetic Fashion-MNIST ({a.train} train, {a.test} test) in {a.root / 'FashionMNIST' / 'raw'}")

@@ -63,7 +63,8 @@ TINY = [
     "trainer.max_epochs=1",
     "trainer.num_sanity_val_steps=0",
     "callbacks.model_summary=null",
-    "threads=1",  # the progress bar draws nothing when stdout is not a terminal
+    # the progress bar draws nothing when stdout is not a terminal
+    "threads=1",
 ]
 
 
@@ -81,7 +82,8 @@ def compose_cfg(tmp_path: Path, root: Path, overrides: list[str] = (), tiny: boo
     OmegaConf.set_readonly(cfg.hydra, False)
     with open_dict(cfg):
         cfg.hydra.runtime.output_dir = str(tmp_path)
-    HydraConfig().set_config(cfg)  # compose does not set it; ${hydra:...} needs it
+    # compose does not set it; ${hydra:...} needs it
+    HydraConfig().set_config(cfg)
     with open_dict(cfg):
         cfg.paths.output_dir = str(tmp_path)
         del cfg.hydra

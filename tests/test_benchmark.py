@@ -13,7 +13,8 @@ from tests.conftest import ROOT, run_script
 
 
 def test_window_rates_time_full_windows_after_the_warmup():
-    times = [0.0, 1.0, 1.5, 2.0, 3.0, 4.0, 4.5]  # perf_counter after steps 0..6
+    # perf_counter after steps 0..6
+    times = [0.0, 1.0, 1.5, 2.0, 3.0, 4.0, 4.5]
     # warm-up 2 (steps 0, 1): steps 2-3 run from times[1] to times[3], steps 4-5 from times[3] to times[5];
     # step 6 alone is not a full window
     assert throughput.window_rates(times, batch=10, warmup=2, window=2) == [20.0, 10.0]
@@ -29,13 +30,16 @@ def test_summary_pools_repeats_and_compares_the_fastest_windows():
         row("a", "32-true", [100.0, 300.0]),
         row("c", "bf16-mixed", [300.0]),
         row("e", "bf16-mixed", [750.0, 100.0]),
-        row("c", "bf16-mixed", [600.0, 400.0]),  # a second repeat of c: its windows pooled with the first's
+        # a second repeat of c: its windows pooled with the first's
+        row("c", "bf16-mixed", [600.0, 400.0]),
     ]
     lines = {(ln["path"], ln["precision"]): ln for ln in throughput.summary(rows)}
     c = lines["c", "bf16-mixed"]
     assert (c["img/s"], c["median"], c["windows"]) == (600, 400, 3)
-    assert (c["vs_a"], c["vs_e"]) == ("2.00x", "0.80x")  # 600 / 300 and 600 / 750
-    assert lines["a", "32-true"]["vs_e"] == "-"  # no fp32 plain loop measured: no ratio
+    # 600 / 300 and 600 / 750
+    assert (c["vs_a"], c["vs_e"]) == ("2.00x", "0.80x")
+    # no fp32 plain loop measured: no ratio
+    assert lines["a", "32-true"]["vs_e"] == "-"
 
 
 def test_results_rows_are_appended_with_the_machine(tmp_path):
@@ -44,7 +48,8 @@ def test_results_rows_are_appended_with_the_machine(tmp_path):
     args = SimpleNamespace(
         accelerator="cpu", synthetic=False, command="python benchmarks/throughput.py --tta", results=results
     )
-    throughput.record({"kind": "tta", "threads": 1}, args)  # a train.py run's own threads
+    # a train.py run's own threads
+    throughput.record({"kind": "tta", "threads": 1}, args)
     throughput.record({"kind": "throughput"}, args)
     earlier, tta, tput = (json.loads(line) for line in results.read_text().splitlines())
     assert earlier == {"kind": "earlier"}
@@ -106,7 +111,8 @@ def test_step_timer_waits_for_the_gpu_only(monkeypatch):
 def test_throughput_and_time_to_accuracy_on_synthetic_data(tmp_path):
     results = tmp_path / "results.jsonl"
     script = ("benchmarks/throughput.py", "--synthetic", "--threads", "1")
-    env = {"PYTHONPATH": str(ROOT)}  # this checkout's package, wherever the venv's install points
+    # this checkout's package, wherever the venv's install points
+    env = {"PYTHONPATH": str(ROOT)}
     for args in (
         ["--models", "fast_cnn", "--paths", "a", "b", "c", "e", "--precision", "32-true", "bf16-mixed"],
         ["--tta", "--seeds", "0"],
@@ -123,9 +129,8 @@ def test_throughput_and_time_to_accuracy_on_synthetic_data(tmp_path):
         ("e", "32-true"),
         ("e", "bf16-mixed"),
     }
-    assert all(
-        r["img_s"] > 0 and len(r["windows_img_s"]) == 2 for r in tput.values()
-    )  # --synthetic: 2 windows
+    # --synthetic: 2 windows
+    assert all(r["img_s"] > 0 and len(r["windows_img_s"]) == 2 for r in tput.values())
     assert all(r["synthetic"] and r["cpu"] == cpu_name() and r["threads"] == 1 for r in rows)
     (tta,) = [r for r in rows if r["kind"] == "tta"]
     # launch -> first step -> end of the (only) epoch -> end of the process

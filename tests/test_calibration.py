@@ -33,9 +33,8 @@ RUN = ["model=mlp", "logger=csv", "trainer.max_epochs=1", "trainer.precision=32-
 def test_fit_recovers_a_known_temperature():
     g = torch.Generator().manual_seed(0)
     logits = 3 * torch.randn(20_000, 10, generator=g)
-    target = torch.multinomial((logits / 2.5).softmax(-1), 1, generator=g).squeeze(
-        1
-    )  # labels drawn at T = 2.5
+    # labels drawn at T = 2.5
+    target = torch.multinomial((logits / 2.5).softmax(-1), 1, generator=g).squeeze(1)
     assert fit_temperature(logits, target) == pytest.approx(2.5, rel=0.03)
     assert fit_temperature(logits / 2.5, target) == pytest.approx(1.0, rel=0.03)
 
@@ -79,12 +78,10 @@ def test_run_fits_temperature_on_validation_only(trained, tmp_path, tiny_root):
     with torch.no_grad():
         val_logits, test_logits = (model(normalize_uint8(x)) for x in (dm.val_x, dm.test_x))
     assert c["val_images"] == 100
-    assert c["temperature"] == pytest.approx(
-        fit_temperature(val_logits, dm.val_y), rel=1e-4
-    )  # the val split's T
-    assert c["temperature"] != pytest.approx(
-        fit_temperature(test_logits, dm.test_y), rel=1e-3
-    )  # not the test's
+    # the val split's T
+    assert c["temperature"] == pytest.approx(fit_temperature(val_logits, dm.val_y), rel=1e-4)
+    # not the test's
+    assert c["temperature"] != pytest.approx(fit_temperature(test_logits, dm.test_y), rel=1e-3)
     before, after = scores(test_logits, dm.test_y, 1.0), scores(test_logits, dm.test_y, c["temperature"])
     assert (c["test_ece_before"], c["test_nll_before"]) == pytest.approx(
         (before["ece"], before["nll"]), abs=1e-5
@@ -99,7 +96,8 @@ def test_run_fits_temperature_on_validation_only(trained, tmp_path, tiny_root):
         and f"| expected calibration error (15 bins) | {c['test_ece_before']:.4f} |" in page
     )
     assert (run_dir / "report" / "reliability.png").is_file()
-    assert "robustness" not in m and "Not computed: add `report.robustness=true`" in page  # opt-in
+    # opt-in
+    assert "robustness" not in m and "Not computed: add `report.robustness=true`" in page
 
 
 def test_eval_and_predict_apply_the_stored_temperature(trained, tmp_path, tiny_root):

@@ -31,7 +31,8 @@ COMBOS = (
 
 @pytest.mark.parametrize("overrides", COMBOS, ids=lambda o: " ".join(o))
 def test_config_instantiates(tmp_path, tiny_root, overrides):
-    if "logger=mlflow" in overrides:  # MLflow opens its store when built: one in tmp_path, not the checkout's
+    # MLflow opens its store when built: one in tmp_path, not the checkout's
+    if "logger=mlflow" in overrides:
         overrides = [*overrides, f"logger.mlflow.tracking_uri=sqlite:///{tmp_path}/mlflow.db"]
     cfg = compose_cfg(tmp_path, tiny_root, overrides)
     assert isinstance(instantiate(cfg.data), L.LightningDataModule)
@@ -46,7 +47,8 @@ def test_config_instantiates(tmp_path, tiny_root, overrides):
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("callbacks.ema.decay=1.5", r"^callbacks\.ema: Invalid decay value 1\.5"),  # Lightning's ValueError
+        # Lightning's ValueError
+        ("callbacks.ema.decay=1.5", r"^callbacks\.ema: Invalid decay value 1\.5"),
         ("callbacks.model_checkpoint.mode=maxx", r"^callbacks\.model_checkpoint: `mode` can be min, max"),
     ],
 )

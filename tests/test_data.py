@@ -95,7 +95,8 @@ def test_split_identical_and_disjoint(tiny_root, tmp_path):
     assert torch.equal(a.val_idx, b.val_idx) and torch.equal(a.train_idx, b.train_idx)
     assert len(set(a.val_idx.tolist()) & set(a.train_idx.tolist())) == 0
     assert len(a.val_idx) + len(a.train_idx) == 600
-    assert len(a.test_x) == 200  # the test set is separate and whole
+    # the test set is separate and whole
+    assert len(a.test_x) == 200
 
 
 def test_split_seed_changes_split(tiny_root, tmp_path):
@@ -118,7 +119,8 @@ def test_tensor_batches_cover_epoch_once():
     assert len(tb) == 11
     seen = torch.cat([b[1] for b in tb])
     assert sorted(seen.tolist()) == list(range(103))
-    assert not torch.equal(seen, torch.cat([b[1] for b in tb]))  # reshuffled each epoch
+    # reshuffled each epoch
+    assert not torch.equal(seen, torch.cat([b[1] for b in tb]))
 
 
 def test_training_shards_have_equal_steps():
@@ -214,7 +216,8 @@ def test_csv_errors_name_file_and_line(tmp_path, bad_row, message):
     path = tmp_path / "bad.csv"
     write_csv(path, x, y)
     lines = path.read_text().splitlines()
-    lines.insert(4, bad_row)  # becomes line 5
+    # becomes line 5
+    lines.insert(4, bad_row)
     path.write_text("\n".join(lines) + "\n")
     with pytest.raises(CSVFormatError, match=rf"bad.csv:5: .*{message}"):
         read_csv(path)

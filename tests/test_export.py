@@ -59,7 +59,8 @@ def test_torchscript_export_parity_and_metadata(ckpt, tmp_path, tiny_root, capsy
     assert "parity on 150 test images: argmax equal for 150/150" in capsys.readouterr().out
     run_ts, meta = ex.torchscript_runner(tmp_path / "m.pt")
     assert json.loads(meta["classes"]) == CLASSES and float(meta["temperature"]) == res["temperature"] != 1.0
-    for n in (1, 7):  # any batch size
+    # any batch size
+    for n in (1, 7):
         assert run_ts(torch.rand(n, 1, 28, 28)).shape == (n, 10)
 
 
@@ -82,7 +83,8 @@ def test_onnx_export_parity_and_predict_gives_the_checkpoints_classes(ckpt, tmp_
 
 
 def test_failed_parity_is_an_error_and_leaves_no_file(ckpt, tmp_path, tiny_root, monkeypatch):
-    monkeypatch.setattr(ex, "PARITY_ATOL", 0.0)  # no export can be closer than 0
+    # no export can be closer than 0
+    monkeypatch.setattr(ex, "PARITY_ATOL", 0.0)
     with pytest.raises(UserError, match="failed its parity check"):
         ex.export(export_cfg(ckpt, tiny_root, tmp_path / "m.pt", "torchscript"))
     assert list(tmp_path.iterdir()) == []
@@ -106,7 +108,8 @@ def test_refusals(ckpt, tmp_path, tiny_root):
     for name in ("evil.ckpt", "cut.ckpt"):
         with pytest.raises(UserError, match="not a readable PyTorch checkpoint"):
             ex.export(export_cfg(run_dir / "checkpoints" / name, tiny_root, tmp_path / "a.pt", "torchscript"))
-    assert not (tmp_path / "pwned").exists()  # weights_only loading never ran the payload
+    # weights_only loading never ran the payload
+    assert not (tmp_path / "pwned").exists()
 
     # another project's run: its config names a class outside this project
     other = tmp_path / "other"
@@ -153,7 +156,8 @@ def test_cli_export_then_predict(ckpt, tmp_path, tiny_root):
         proc = run_script("predict.py", str(model), str(tmp_path / "a.png"))
         assert proc.returncode == 0, proc.stderr[-3000:]
         outs.append(proc.stdout)
-    assert outs[0].split()[1] == outs[1].split()[1]  # the same class
+    # the same class
+    assert outs[0].split()[1] == outs[1].split()[1]
     proc = run_script(
         "export.py", f"ckpt_path={tmp_path / 'none.ckpt'}", f"hydra.run.dir={tmp_path / 'e2'}", cwd=tmp_path
     )

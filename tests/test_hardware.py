@@ -36,9 +36,8 @@ def test_native_bf16_is_chosen_only_where_measured_faster(monkeypatch, tmp_path,
     calls = []
     monkeypatch.setattr(hardware, "_step_seconds", lambda: calls.append(1) or (fp32_ms / 1e3, bf16_ms / 1e3))
     assert hardware.cpu_precision()[0] == expected
-    assert (
-        hardware.cpu_precision()[0] == expected and len(calls) == 1
-    )  # measured once, then read from the cache
+    # measured once, then read from the cache
+    assert hardware.cpu_precision()[0] == expected and len(calls) == 1
     cache = json.loads((tmp_path / "fmnist_lit" / "precision.json").read_text())
     assert list(cache.values()) == [{"fp32_ms": fp32_ms, "bf16_ms": bf16_ms}]
 

@@ -30,8 +30,10 @@ def test_run_is_recorded(tmp_path, tiny_root):
         tiny_root,
         ["model=mlp", "trainer.max_epochs=2", "logger=[csv,mlflow]", f"logger.mlflow.tracking_uri={uri}"],
     )
-    assert set(cfg.logger) == {"csv", "mlflow"}  # a list of options composes both
-    metrics = run(cfg)  # train.py sends the results (tracking.publish_results) after report/ is written
+    # a list of options composes both
+    assert set(cfg.logger) == {"csv", "mlflow"}
+    # train.py sends the results (tracking.publish_results) after report/ is written
+    metrics = run(cfg)
 
     found = only_run(client, "fmnist-lit")
     assert found.info.status == "FINISHED"
@@ -45,7 +47,8 @@ def test_run_is_recorded(tmp_path, tiny_root):
     assert params["batch_size"] == "32" and params["max_epochs"] == "2"
     # validation curves: one point per epoch, at the step the epoch ended
     val = client.get_metric_history(found.info.run_id, "val/acc")
-    assert [m.step for m in val] == [15, 31]  # 16 batches of 32 per epoch
+    # 16 batches of 32 per epoch
+    assert [m.step for m in val] == [15, 31]
     assert len(client.get_metric_history(found.info.run_id, "train/loss")) == 2
     # metrics.json's numbers (per-class numbers and settings left out)
     logged = found.data.metrics
@@ -89,7 +92,8 @@ def test_artifacts_sit_beside_a_sqlite_store(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert artifact_root("sqlite:///outputs/mlflow.db") == (tmp_path / "outputs" / "mlartifacts").as_uri()
     assert artifact_root("sqlite:////srv/x/mlflow.db") == "file:///srv/x/mlartifacts"
-    assert artifact_root("http://127.0.0.1:5000") is None  # a server's own artifact root
+    # a server's own artifact root
+    assert artifact_root("http://127.0.0.1:5000") is None
 
 
 @pytest.mark.slow

@@ -58,15 +58,15 @@ def test_fast_cnn_layouts():
         k: tuple(v.shape)
         for k, v in FastCNN((16, 32, 64), dropout=0.0, pool_first=False).state_dict().items()
     } == old
-    assert (
-        FastCNN((8, 16), dropout=0.0, pool_first=False).features[-1].__class__ is torch.nn.MaxPool2d
-    )  # any number of stages, extra optional
+    # any number of stages, extra optional
+    assert FastCNN((8, 16), dropout=0.0, pool_first=False).features[-1].__class__ is torch.nn.MaxPool2d
     net = FastCNN((16, 32, 64), dropout=0.0, pool_first=True, extra=(0, 0, 1))
     assert net(torch.randn(2, 1, 28, 28)).shape == (2, 10)
     # conv -> pool -> BN -> ReLU: BN normalises the pooled (B, 16, 14, 14) maps
     assert isinstance(net.features[0][1], torch.nn.MaxPool2d)
     assert isinstance(net.features[0][2], torch.nn.BatchNorm2d)
     assert sum(isinstance(m, torch.nn.Conv2d) for m in net.modules()) == 4
-    for bad in ((1,), (0, 0, -1)):  # a count per stage, none negative (range(-1) would silently add nothing)
+    # a count per stage, none negative (range(-1) would silently add nothing)
+    for bad in ((1,), (0, 0, -1)):
         with pytest.raises(ValueError, match="one count >= 0 per stage"):
             FastCNN((16, 32, 64), dropout=0.0, pool_first=True, extra=bad)

@@ -97,7 +97,8 @@ def test_resume_refuses_a_folder_without_a_study_and_other_overrides(tmp_path, c
     with pytest.raises(SystemExit) as e:
         sweeper(f"sqlite:///{missing}/optuna.db", resume=True)._open_study(["a=1"])
     assert e.value.code == 2 and "no study to continue" in capsys.readouterr().err
-    assert not missing.exists()  # nothing written
+    # nothing written
+    assert not missing.exists()
 
     storage = f"sqlite:///{tmp_path}/s/optuna.db"
     sweeper(storage)._open_study(["a=1"])
@@ -110,7 +111,8 @@ def test_resume_ends_the_trial_a_kill_cut_off_and_does_not_count_it(tmp_path):
     storage = f"sqlite:///{tmp_path}/optuna.db"
     study = sweeper(storage)._open_study([])
     study.tell(study.ask(), 0.5)
-    study.ask()  # running when the search was killed
+    # running when the search was killed
+    study.ask()
     assert ended_trials(study) == 1
     study = sweeper(storage, resume=True)._open_study([])
     cut = study.trials[1]
@@ -131,7 +133,8 @@ def test_a_pruned_job_is_told_pruned_a_failed_one_fail(tmp_path):
         job(JobStatus.COMPLETED, 0.75),
         job(JobStatus.FAILED, optuna.TrialPruned("stopped after epoch 2")),
         job(JobStatus.FAILED, RuntimeError("diverged")),
-        job(JobStatus.COMPLETED, None),  # no value: a failure too
+        # no value: a failure too
+        job(JobStatus.COMPLETED, None),
     ]
     errors = [s._tell(study, study.ask(), ret) for ret in outcomes]
     assert [t.state for t in study.trials] == [State.COMPLETE, State.PRUNED, State.FAIL, State.FAIL]
@@ -162,7 +165,8 @@ def test_the_pruning_callback_reports_each_epoch_and_raises_trial_pruned():
     cb.on_validation_end(fake_trainer(0, val_acc=0.3), None)
     # epoch 1 is in the warm-up (n_warmup_steps=2 epochs): reported, not pruned, however bad
     assert study.trials[1].intermediate_values == {1: pytest.approx(0.3)}
-    cb.on_validation_end(fake_trainer(0, val_acc=0.1), None)  # a second validation in epoch 1: not reported
+    # a second validation in epoch 1: not reported
+    cb.on_validation_end(fake_trainer(0, val_acc=0.1), None)
     assert study.trials[1].intermediate_values == {1: pytest.approx(0.3)}
     with pytest.raises(optuna.TrialPruned, match=r"after epoch 2 by MedianPruner \(val/acc=0.4000\)"):
         cb.on_validation_end(fake_trainer(1, val_acc=0.4), None)

@@ -25,7 +25,8 @@ NOISE = re.compile(r"\d\.\d{10,}")
 
 
 def test_write_json_drops_float_noise_and_keeps_matrix_rows_on_one_line(tmp_path):
-    acc = float(torch.tensor(0.9145))  # 0.9144999980926514: a float32 metric as Python sees it
+    # 0.9144999980926514: a float32 metric as Python sees it
+    acc = float(torch.tensor(0.9145))
     write_json(
         tmp_path / "m.json",
         {"acc": acc, "temperature": 19.999999999999996, "cm": [[1, 2], [3, 4]], "command": "w=[32,64]"},
@@ -114,11 +115,13 @@ def test_console_is_quiet_in_a_short_run(tmp_path, tiny_root):
         "report.enabled=false",
         f"hydra.run.dir={tmp_path / 'run'}",
         cwd=tmp_path,
-        env={"PYTHONWARNINGS": ""},  # Python's default warning filters, as a user has them
+        # Python's default warning filters, as a user has them
+        env={"PYTHONWARNINGS": ""},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     console = proc.stdout + proc.stderr
-    assert "| Params" in console  # the layer table is there
+    # the layer table is there
+    assert "| Params" in console
     for noise in ("GPU available", "TPU available", "Seed set", "💡", "log_every_n_steps", "FLOPs", "Flops"):
         assert noise not in console, console
     assert "Trainer.fit` stopped" not in console

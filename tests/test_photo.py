@@ -27,23 +27,27 @@ def nonzero_box(x: torch.Tensor) -> tuple[int, int, int, int]:
 
 
 def test_object_is_trimmed_to_28_and_centred(tmp_path):
-    Image.fromarray(garment()).save(tmp_path / "g.png")  # 240 x 120 px object, off-centre
+    # 240 x 120 px object, off-centre
+    Image.fromarray(garment()).save(tmp_path / "g.png")
     x, inverted = to_fmnist(tmp_path / "g.png")
     assert inverted and x.dtype == torch.uint8 and x.shape == (28, 28)
+    # 28 tall, 14 wide, centred as in the dataset: left = ceil(14 / 2)
     assert nonzero_box(x) == (
         0,
         7,
         28,
         21,
-    )  # 28 tall, 14 wide, centred as in the dataset: left = ceil(14 / 2)
-    assert x[0, 0] == 0 and x.max() == 255 and x[14, 14] > 200  # exact-0 background, full contrast
+    )
+    # exact-0 background, full contrast
+    assert x[0, 0] == 0 and x.max() == 255 and x[14, 14] > 200
 
 
 def test_noise_and_soft_shadow_do_not_move_the_box(tmp_path):
     rng = np.random.default_rng(0)
     a = garment().astype(np.float64)
     yy, xx = np.mgrid[:400, :300]
-    shadow = 0.25 * np.exp(-(((yy - 320) / 25) ** 2 + ((xx - 110) / 60) ** 2))  # soft shadow under the object
+    # soft shadow under the object
+    shadow = 0.25 * np.exp(-(((yy - 320) / 25) ** 2 + ((xx - 110) / 60) ** 2))
     a = a * (1 - shadow) + rng.normal(0, 5, a.shape)
     Image.fromarray(a.clip(0, 255).astype(np.uint8)).save(tmp_path / "g.jpg", quality=85)
     x, _ = to_fmnist(tmp_path / "g.jpg")
@@ -53,24 +57,26 @@ def test_noise_and_soft_shadow_do_not_move_the_box(tmp_path):
 
 
 def test_alpha_is_composited_on_white_with_exact_zero_background(tmp_path):
-    rgba = np.zeros((300, 200, 4), np.uint8)  # transparent black, as many cut-outs store it
+    # transparent black, as many cut-outs store it
+    rgba = np.zeros((300, 200, 4), np.uint8)
     rgba[50:250, 60:140] = (30, 60, 90, 255)
     Image.fromarray(rgba, "RGBA").save(tmp_path / "cut.png")
     x, inverted = to_fmnist(tmp_path / "cut.png")
     assert inverted and x.max() == 255
     t, lf, b, r = nonzero_box(x)
     assert (t, b) == (0, 28) and (x[:, :lf] == 0).all() and (x[:, r:] == 0).all()
-    assert (
-        x[1:-1, lf + 1 : r - 1] > 200
-    ).all()  # the object is light throughout: nothing of the black under alpha shows
+    # the object is light throughout: nothing of the black under alpha shows
+    assert (x[1:-1, lf + 1 : r - 1] > 200).all()
 
 
 def test_sixteen_bit_is_scaled_not_clipped(tmp_path):
     a8 = garment(level=64)
-    Image.fromarray(a8.astype(np.uint16) * 257).save(tmp_path / "g16.png")  # 16-bit: 0..65535
+    # 16-bit: 0..65535
+    Image.fromarray(a8.astype(np.uint16) * 257).save(tmp_path / "g16.png")
     img = Image.open(tmp_path / "g16.png")
     assert img.mode.startswith("I;16")
-    assert abs(float(to_gray(img)[100, 100]) - 64 / 255) < 1e-4  # convert("L") would clip it to 255
+    # convert("L") would clip it to 255
+    assert abs(float(to_gray(img)[100, 100]) - 64 / 255) < 1e-4
     Image.fromarray(a8).save(tmp_path / "g8.png")
     assert torch.equal(to_fmnist(tmp_path / "g16.png")[0], to_fmnist(tmp_path / "g8.png")[0])
 
@@ -88,7 +94,8 @@ def test_palette_images(tmp_path):
     assert torch.equal(to_fmnist(tmp_path / "pal.png")[0], to_fmnist(tmp_path / "rgb.png")[0])
     rgba = np.zeros((300, 200, 4), np.uint8)
     rgba[50:250, 60:140] = (20, 20, 20, 255)
-    Image.fromarray(rgba, "RGBA").quantize(8).save(tmp_path / "pal_alpha.png")  # transparent palette entry
+    # transparent palette entry
+    Image.fromarray(rgba, "RGBA").quantize(8).save(tmp_path / "pal_alpha.png")
     x, inverted = to_fmnist(tmp_path / "pal_alpha.png")
     assert inverted and x[0, 0] == 0 and x[14, 14] > 200
 
@@ -96,7 +103,8 @@ def test_palette_images(tmp_path):
 @pytest.mark.parametrize("tag", sorted(photo_set.EXIF_STORE))
 def test_exif_orientation_is_applied(tmp_path, tag):
     upright = Image.fromarray(garment(box=(60, 40, 300, 160)))
-    upright.paste(40, (160, 260, 260, 300))  # a foot to the right at the bottom: any rotation shows
+    # a foot to the right at the bottom: any rotation shows
+    upright.paste(40, (160, 260, 260, 300))
     upright.save(tmp_path / "upright.png")
     exif = Image.Exif()
     exif[0x0112] = tag
@@ -111,15 +119,16 @@ def test_fmnist_28x28_is_unchanged(tmp_path):
         Image.fromarray(255 - img.numpy()).save(tmp_path / f"neg{i}.png")
         same, inverted = to_fmnist(tmp_path / f"{i}.png")
         assert torch.equal(same, img) and not inverted
-        assert torch.equal(
-            to_fmnist(tmp_path / f"neg{i}.png")[0], img
-        )  # light background: negated, nothing else
+        # light background: negated, nothing else
+        assert torch.equal(to_fmnist(tmp_path / f"neg{i}.png")[0], img)
     assert torch.equal(to_fmnist(tmp_path / "0.png", invert="yes")[0], 255 - x[0])
 
 
 def test_decompression_bomb_is_refused(tmp_path, monkeypatch):
-    Image.fromarray(garment(40, 30, (5, 5, 30, 20))).save(tmp_path / "big.png")  # 1,200 pixels
-    for limit in (1000, 500):  # PIL warns above the limit and raises above twice it: both refused
+    # 1,200 pixels
+    Image.fromarray(garment(40, 30, (5, 5, 30, 20))).save(tmp_path / "big.png")
+    # PIL warns above the limit and raises above twice it: both refused
+    for limit in (1000, 500):
         monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", limit)
         with pytest.raises(UserError, match="decompression bomb") as e:
             to_fmnist(tmp_path / "big.png")
@@ -140,7 +149,8 @@ def test_photo_set_is_deterministic_and_complete(tmp_path):
     a = photo_set.write_set(x.numpy(), y.numpy(), tmp_path / "a", seed=5)
     b = photo_set.write_set(x.numpy(), y.numpy(), tmp_path / "b", seed=5)
     files = sorted(p.relative_to(a).as_posix() for p in a.rglob("*.*"))
-    assert len(files) == 2 * len(photo_set.VARIANTS) + 1  # + labels.csv
+    # + labels.csv
+    assert len(files) == 2 * len(photo_set.VARIANTS) + 1
     assert all((a / f).read_bytes() == (b / f).read_bytes() for f in files)
     modes = {v: Image.open(next((a / v).iterdir())) for v in photo_set.VARIANTS}
     assert modes["rgba_png"].mode == "RGBA" and modes["png16"].mode.startswith("I;16")
@@ -164,8 +174,10 @@ def test_the_dataset_has_the_properties_the_conversion_reproduces(real_test_imag
     """photo.py's docstring: longest side 28 px, pad left/top = ceil((28 - size) / 2), brightest pixel 254-255."""
     x = real_test_images
     fg = x > 0
-    for axis in (1, 2):  # columns, rows
-        m = fg.any(axis)  # (N, 28)
+    # columns, rows
+    for axis in (1, 2):
+        # (N, 28)
+        m = fg.any(axis)
         first, last = m.float().argmax(1), 27 - m.flip(1).float().argmax(1)
         size = last - first + 1
         short = size < 27

@@ -47,7 +47,8 @@ def test_predictions_match_the_model(tmp_path, trained):
     x = write_pngs(tmp_path, 6, 9)
     rows = predict(trained, [str(tmp_path)])
     with torch.no_grad():
-        t = stored_temperature(trained) or 1.0  # the run's temperature, as predict.py applies it
+        # the run's temperature, as predict.py applies it
+        t = stored_temperature(trained) or 1.0
         probs = (model_of(trained)(normalize_uint8(x)).float() / t).softmax(-1)
     assert [r["class"] for r in rows] == [CLASSES[int(i)] for i in probs.argmax(-1)]
     assert torch.allclose(torch.tensor([r["probs"] for r in rows]), probs, atol=1e-6)
@@ -56,7 +57,8 @@ def test_predictions_match_the_model(tmp_path, trained):
 
 def test_a_bad_file_does_not_stop_the_others(tmp_path, trained, capsys):
     write_pngs(tmp_path, 2, 3)
-    (tmp_path / "img1a.png").write_text("not an image")  # sorted between the two good ones
+    # sorted between the two good ones
+    (tmp_path / "img1a.png").write_text("not an image")
     assert main([trained, str(tmp_path)]) == 1
     out, err = capsys.readouterr()
     assert len(out.splitlines()) == 2 and "img0.png" in out and "img1.png" in out
@@ -78,13 +80,15 @@ def test_unreadable_file_exits_1_usage_errors_exit_2(tmp_path, trained):
     )
     assert proc.stderr.strip().splitlines()[-1] == "0 predicted, 1 failed"
     assert main([trained, str(tmp_path / "missing.png")]) == 2
-    assert main([str(tmp_path / "bad.png"), str(tmp_path)]) == 2  # not a checkpoint
+    # not a checkpoint
+    assert main([str(tmp_path / "bad.png"), str(tmp_path)]) == 2
 
 
 def test_decompression_bomb_is_one_error_line(tmp_path, trained, capsys, monkeypatch):
     write_pngs(tmp_path, 1, 3)
     Image.new("L", (300, 300), 255).save(tmp_path / "huge.png")
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10_000)  # 28x28 passes, 300x300 is over twice the limit
+    # 28x28 passes, 300x300 is over twice the limit
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10_000)
     assert main([trained, str(tmp_path)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and "huge.png: refused as a possible decompression bomb" in err[0]
@@ -102,15 +106,15 @@ def test_csv_has_probabilities_and_flags(tmp_path, trained):
     for r in rows:
         p = [float(r[f"p_{c}"]) for c in CLASSES]
         assert abs(sum(p) - 1) < 1e-4 and r["class"] == CLASSES[int(np.argmax(p))]
-        assert r["low_confidence"] == (
-            "1" if float(r["confidence"]) < 1 else "0"
-        )  # the flag follows the threshold
+        # the flag follows the threshold
+        assert r["low_confidence"] == ("1" if float(r["confidence"]) < 1 else "0")
         assert r["inverted"] == ("1" if r["file"].endswith("neg.png") else "0")
     main([trained, str(tmp_path / "in"), "--csv", str(tmp_path / "q.csv"), "--min-confidence", "0"])
     assert {r["low_confidence"] for r in csv.DictReader((tmp_path / "q.csv").read_text().splitlines())} == {
         "0"
     }
-    with pytest.raises(SystemExit) as e:  # argparse's usage error
+    # argparse's usage error
+    with pytest.raises(SystemExit) as e:
         main([trained, str(tmp_path / "in"), "--min-confidence", "1.5"])
     assert e.value.code == 2
 
@@ -128,7 +132,8 @@ def test_save_inputs_writes_what_the_model_received(tmp_path, trained):
     for i in range(3):
         assert np.array_equal(np.asarray(Image.open(out / f"000{i}_img{i}.png")), x[i].numpy())
     assert Image.open(out / "mosaic.png").size[0] > 100
-    assert main([trained, str(tmp_path / "in"), "--save-inputs", str(out)]) == 2  # never overwritten
+    # never overwritten
+    assert main([trained, str(tmp_path / "in"), "--save-inputs", str(out)]) == 2
 
 
 @pytest.mark.slow

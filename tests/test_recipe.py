@@ -1,4 +1,4 @@
-"""The ResNet recipe (issue 11): random erasing, EMA of the weights, flip TTA, experiment=resnet end to end."""
+"""The ResNet recipe: random erasing, EMA of the weights, flip TTA, experiment=resnet end to end."""
 
 from __future__ import annotations
 
@@ -22,7 +22,8 @@ from tests.conftest import ROOT, compose_cfg, make_datamodule, run_script
 from tests.test_report import eval_cfg
 from tests.test_train import train_cli
 
-LO, HI = (0 - B.MEAN) / B.STD, (1 - B.MEAN) / B.STD  # the normalised pixel range
+# the normalised pixel range
+LO, HI = (0 - B.MEAN) / B.STD, (1 - B.MEAN) / B.STD
 
 
 def batch(n: int = 64, seed: int = 0) -> torch.Tensor:
@@ -39,21 +40,27 @@ def test_augment_keeps_shape_dtype_and_range():
 
 
 def test_erasing_is_one_rectangle_inside_the_image():
-    x = torch.full((256, 1, 28, 28), float("nan"))  # any erased pixel becomes a number
+    # any erased pixel becomes a number
+    x = torch.full((256, 1, 28, 28), float("nan"))
     torch.manual_seed(0)
     out = B.random_erase(x, p=1.0)
     areas = []
     for img in out[:, 0]:
         rows, cols = (~img.isnan()).nonzero(as_tuple=True)
-        assert len(rows) > 0  # p=1: every image erased
+        # p=1: every image erased
+        assert len(rows) > 0
         r0, r1, c0, c1 = rows.min(), rows.max(), cols.min(), cols.max()
         assert 0 <= r0 <= r1 < 28 and 0 <= c0 <= c1 < 28
-        assert len(rows) == (r1 - r0 + 1) * (c1 - c0 + 1)  # a filled rectangle
+        # a filled rectangle
+        assert len(rows) == (r1 - r0 + 1) * (c1 - c0 + 1)
         areas.append(len(rows) / 784)
         h, w = int(r1 - r0 + 1), int(c1 - c0 + 1)
-        assert h / w <= 1 / 0.3 + 1 and w / h <= 1 / 0.3 + 1  # aspect within [0.3, 1/0.3] up to rounding
-    assert 0.01 <= min(areas) and max(areas) <= 0.45  # scale (0.02, 0.4) of the image, up to rounding
-    assert torch.isnan(B.random_erase(x, p=0.0)).all()  # p=0: nothing erased
+        # aspect within [0.3, 1/0.3] up to rounding
+        assert h / w <= 1 / 0.3 + 1 and w / h <= 1 / 0.3 + 1
+    # scale (0.02, 0.4) of the image, up to rounding
+    assert 0.01 <= min(areas) and max(areas) <= 0.45
+    # p=0: nothing erased
+    assert torch.isnan(B.random_erase(x, p=0.0)).all()
     share = (~torch.isnan(B.random_erase(x, p=0.5)).flatten(1)).any(1).float().mean()
     assert 0.35 < share < 0.65
 
@@ -76,7 +83,8 @@ def test_augmentation_only_in_training(tmp_path, tiny_root):
     raw = torch.randint(0, 256, (32, 28, 28), dtype=torch.uint8)
     y = torch.zeros(32, dtype=torch.long)
     want = B.normalize_uint8(raw)
-    for trainer in (None, SimpleNamespace(training=False)):  # no trainer, or validate/test/predict
+    # no trainer, or validate/test/predict
+    for trainer in (None, SimpleNamespace(training=False)):
         dm.trainer = trainer
         assert torch.equal(dm.on_after_batch_transfer((raw, y), 0)[0], want)
     dm.trainer = SimpleNamespace(training=True)
@@ -95,13 +103,16 @@ def test_flip_tta_is_the_mean_of_two_passes_and_off_by_default():
         "channels_last": False,
     }
     plain = LitClassifier(net, **kw).eval()
-    assert torch.equal(plain.eval_logits(x), net(x))  # off by default
+    # off by default
+    assert torch.equal(plain.eval_logits(x), net(x))
     tta = LitClassifier(net, **kw, tta_flip=True).eval()
     assert torch.allclose(tta.eval_logits(x), (net(x) + net(x.flip(3))) / 2)
     assert not torch.allclose(tta.eval_logits(x), net(x))
     y = torch.zeros(8, dtype=torch.long)
-    assert torch.equal(tta._step((x, y))[1], tta.eval_logits(x))  # validation/test use it
-    assert torch.equal(tta._step((x, y), train=True)[1], net(x))  # training does not
+    # validation/test use it
+    assert torch.equal(tta._step((x, y))[1], tta.eval_logits(x))
+    # training does not
+    assert torch.equal(tta._step((x, y), train=True)[1], net(x))
 
 
 def test_recipe_is_off_by_default(tmp_path, tiny_root):
@@ -141,15 +152,16 @@ def test_checkpoint_holds_the_averaged_weights_and_buffers(ema_run):
     avg, raw = ckpt["state_dict"], ckpt["current_model_state"]
     assert avg.keys() == raw.keys()
     differ = {k for k in avg if avg[k].is_floating_point() and not torch.equal(avg[k], raw[k])}
-    assert "net.stem.weight" in differ and "net.head.5.weight" in differ  # parameters
-    assert (
-        "net.head.0.running_mean" in differ and "net.head.0.running_var" in differ
-    )  # BN buffers averaged too
+    # parameters
+    assert "net.stem.weight" in differ and "net.head.5.weight" in differ
+    # BN buffers averaged too
+    assert "net.head.0.running_mean" in differ and "net.head.0.running_var" in differ
 
 
 def test_eval_and_test_each_epoch_see_the_averaged_weights(ema_run, tmp_path, tiny_root):
     run_dir, m = ema_run
-    e = evaluate(eval_cfg(tmp_path, tiny_root, m["best_checkpoint"]))  # rebuilt from state_dict (the average)
+    # rebuilt from state_dict (the average)
+    e = evaluate(eval_cfg(tmp_path, tiny_root, m["best_checkpoint"]))
     assert e["test_acc"] == m["test_acc"] and e["test_loss"] == pytest.approx(float(m["test_loss"]), abs=1e-6)
     # the per-epoch test pass of the best epoch ran with the same (averaged) weights as the final test
     rows = [r.split(",") for r in (run_dir / "csv" / "metrics.csv").read_text().splitlines()]
@@ -204,20 +216,23 @@ def test_time_to_accuracy_reuses_its_results_only_for_unchanged_checkpoints(ema_
     cache = run_dir / "test_each_epoch.json"
     script = ("scripts/time_to_accuracy.py", str(run_dir))
     env = {"PYTHONPATH": str(ROOT)}
-    if not cache.is_file():  # this test alone: the test above made it
+    # this test alone: the test above made it
+    if not cache.is_file():
         assert run_script(*script, env=env).returncode == 0
     real = json.loads(cache.read_text())
-    marked = [dict(r, test_acc=0.125) for r in real]  # not an accuracy of this run: tells a cached row apart
+    # not an accuracy of this run: tells a cached row apart
+    marked = [dict(r, test_acc=0.125) for r in real]
     cache.write_text(json.dumps(marked))
     ckpt = run_dir / "checkpoints" / "every_epoch" / "epoch002.ckpt"
-    os.utime(ckpt, (ckpt.stat().st_atime, ckpt.stat().st_mtime + 1))  # as if written again
+    # as if written again
+    os.utime(ckpt, (ckpt.stat().st_atime, ckpt.stat().st_mtime + 1))
     proc = run_script(*script, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     now = json.loads(cache.read_text())
-    assert now[0]["test_acc"] == 0.125 and "epoch001.ckpt: test acc" not in proc.stderr  # reused
-    assert (
-        now[1]["test_acc"] == real[1]["test_acc"] and now[1]["mtime"] == ckpt.stat().st_mtime
-    )  # tested again
+    # reused
+    assert now[0]["test_acc"] == 0.125 and "epoch001.ckpt: test acc" not in proc.stderr
+    # tested again
+    assert now[1]["test_acc"] == real[1]["test_acc"] and now[1]["mtime"] == ckpt.stat().st_mtime
 
     for broken in (
         '[{"file": "epoch001.ckpt"',
@@ -246,7 +261,8 @@ def test_experiment_resnet_end_to_end(tmp_path, tiny_root):
     m = json.loads((run_dir / "metrics.json").read_text())
     assert m["model"] == "ResNet" and m["epochs_run"] == 2 and m["precision"] == "bf16-mixed"
     ckpt = torch.load(m["best_checkpoint"], map_location="cpu", weights_only=True)
-    assert "current_model_state" in ckpt  # EMA on
+    # EMA on
+    assert "current_model_state" in ckpt
     assert (run_dir / "report" / "report.md").is_file()
 
 
@@ -258,16 +274,16 @@ def test_ema_warmup_forgets_the_random_start():
     for warmup in (False, True):
         torch.nn.init.zeros_(net.weight)
         average = AveragedModel(net, use_buffers=True, **EMA(decay=0.999, warmup=warmup)._kwargs)
-        average.update_parameters(net)  # the first update copies the start
+        # the first update copies the start
+        average.update_parameters(net)
         with torch.no_grad():
             net.weight.fill_(1.0)
         for _ in range(300):
             average.update_parameters(net)
         left[warmup] = 1 - average.module.weight.item()
     assert left[False] == pytest.approx(0.999**300, rel=1e-4)
-    assert left[True] == pytest.approx(
-        math.prod((1 + n) / (10 + n) for n in range(1, 301)), abs=3e-7
-    )  # float32
+    # float32
+    assert left[True] == pytest.approx(math.prod((1 + n) / (10 + n) for n in range(1, 301)), abs=3e-7)
     assert left[True] < 1e-6
 
 
@@ -281,9 +297,11 @@ def test_ema_update_matches_the_per_tensor_formula(warmup):
     net(torch.randn(2, 1, 5, 5))
     average = AveragedModel(net, use_buffers=True, **EMA(decay=0.9, warmup=warmup)._kwargs)
     expected = {k: v.clone() for k, v in net.state_dict().items()}
-    average.update_parameters(net)  # the first update copies
+    # the first update copies
+    average.update_parameters(net)
     for n in range(1, 4):
-        net.train()(torch.randn(8, 1, 5, 5))  # moves the BN buffers and counts a batch
+        # moves the BN buffers and counts a batch
+        net.train()(torch.randn(8, 1, 5, 5))
         with torch.no_grad():
             for p in net.parameters():
                 p.add_(torch.randn_like(p))
@@ -296,7 +314,8 @@ def test_ema_update_matches_the_per_tensor_formula(warmup):
     got = average.module.state_dict()
     for k, v in expected.items():
         torch.testing.assert_close(got[k], v, rtol=1e-5, atol=1e-6, msg=k)
-    assert got["1.num_batches_tracked"] == net[1].num_batches_tracked == 4  # the lazy-init pass counted too
+    # the lazy-init pass counted too
+    assert got["1.num_batches_tracked"] == net[1].num_batches_tracked == 4
 
 
 def test_tta_val_compares_flip_tta_on_the_validation_split(ema_run, tmp_path):
@@ -313,11 +332,13 @@ def test_tta_val_compares_flip_tta_on_the_validation_split(ema_run, tmp_path):
     rows = [r.split(",") for r in (run_dir / "csv" / "metrics.csv").read_text().splitlines()]
     head = rows[0]
     ep, acc, loss = (head.index(k) for k in ("epoch", "val/acc", "val/loss"))
-    logged = next(r for r in rows[1:] if r[acc] and r[ep] == "2")  # epoch 2
+    # epoch 2
+    logged = next(r for r in rows[1:] if r[acc] and r[ep] == "2")
     cfg = OmegaConf.load(run_dir / "config.yaml")
     model = instantiate(cfg.model, tta_flip=False)
     model.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"])
-    dm = instantiate(cfg.data)  # the run's own split
+    # the run's own split
+    dm = instantiate(cfg.data)
     dm.setup()
     with torch.no_grad():
         logits = model.eval().eval_logits(B.normalize_uint8(dm.val_x))

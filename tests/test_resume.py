@@ -64,7 +64,8 @@ def test_state_resumes_mid_epoch_with_the_next_batch(world_size):
     states = [tb.state_dict() for tb in ranks]
     assert states[0] == {"seed": 5, "epoch": 1, "batches": 3}
     rest = [labels(it) for it in iters]
-    resumed = loaders(seed=999)  # another process: the seed comes from the state
+    # another process: the seed comes from the state
+    resumed = loaders(seed=999)
     for tb, state in zip(resumed, states):
         tb.load_state_dict(state)
     assert [labels(tb) for tb in resumed] == rest
@@ -96,6 +97,7 @@ def test_datamodule_carries_the_train_loader_state(tiny_root, tmp_path):
         global_rank=0,
         world_size=1,
         current_epoch=1,
+        overfit_batches=0,
     )
     dm = make_datamodule(tiny_root, tmp_path, batch_size=32)
     dm.setup()
@@ -105,9 +107,11 @@ def test_datamodule_carries_the_train_loader_state(tiny_root, tmp_path):
         next(it)
     state = dm.state_dict()
     rest = labels(it)
-    torch.manual_seed(1234)  # another process, another initial seed: the order must come from the state
+    # another process, another initial seed: the order must come from the state
+    torch.manual_seed(1234)
     dm2 = make_datamodule(tiny_root, tmp_path, batch_size=32)
-    dm2.load_state_dict(state)  # Lightning restores the DataModule before asking for its loaders
+    # Lightning restores the DataModule before asking for its loaders
+    dm2.load_state_dict(state)
     dm2.setup()
     dm2.trainer = trainer
     assert labels(dm2.train_dataloader()) == rest
@@ -126,14 +130,16 @@ def test_a_failed_write_leaves_the_previous_checkpoint(tmp_path):
     assert torch.load(path, weights_only=True)["step"] == 1 and os.listdir(path.parent) == ["last.ckpt"]
     with pytest.raises(OSError, match="disk full"):
         FailingWrite().save_checkpoint({"state_dict": {"w": torch.zeros(3)}, "step": 2}, path)
-    assert torch.load(path, weights_only=True)["step"] == 1  # the name still holds a whole checkpoint
+    # the name still holds a whole checkpoint
+    assert torch.load(path, weights_only=True)["step"] == 1
     AtomicCheckpointIO().save_checkpoint({"state_dict": {"w": torch.zeros(3)}, "step": 3}, path)
     assert torch.load(path, weights_only=True)["step"] == 3 and os.listdir(path.parent) == ["last.ckpt"]
 
 
 class CtrlCDuringWrite(AtomicCheckpointIO):
     def _dump(self, checkpoint, f):
-        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C as the write starts; torch.save runs on
+        # Ctrl-C as the write starts; torch.save runs on
+        os.kill(os.getpid(), signal.SIGINT)
         super()._dump(checkpoint, f)
 
 
@@ -141,15 +147,13 @@ def test_ctrl_c_during_a_write_is_raised_after_it_with_the_checkpoint_whole(tmp_
     # unheld, the KeyboardInterrupt lands inside torch.save's zip writer, which may turn it into a RuntimeError
     # ("unexpected pos"): a traceback instead of train.py's resume hint (seen in the Ctrl-C test)
     path = tmp_path / "last.ckpt"
-    before = signal.signal(
-        signal.SIGINT, signal.default_int_handler
-    )  # as in a terminal, even under `make ... &`
+    # as in a terminal, even under `make ... &`
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         with pytest.raises(KeyboardInterrupt):
             CtrlCDuringWrite().save_checkpoint({"state_dict": {"w": torch.ones(3)}, "step": 7}, path)
-        assert (
-            signal.getsignal(signal.SIGINT) is signal.default_int_handler
-        )  # Ctrl-C works again after the write
+        # Ctrl-C works again after the write
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     finally:
         signal.signal(signal.SIGINT, before)
     assert torch.load(path, weights_only=True)["step"] == 7 and os.listdir(tmp_path) == ["last.ckpt"]
@@ -176,9 +180,11 @@ def test_best_record_survives_a_resume_into_a_new_folder(tmp_path):
         "current_score": torch.tensor(0.6),
         "best_k_models": {
             str(old / "epoch000.ckpt"): torch.tensor(0.7),
-            str(tmp_path / "elsewhere.ckpt"): torch.tensor(0.9),  # not beside last.ckpt
+            # not beside last.ckpt
+            str(tmp_path / "elsewhere.ckpt"): torch.tensor(0.9),
+            # since deleted
             str(old / "deleted.ckpt"): torch.tensor(0.8),
-        },  # since deleted
+        },
         "kth_best_model_path": str(old / "epoch000.ckpt"),
         "kth_value": torch.tensor(0.7),
         "last_model_path": str(old / "last.ckpt"),
@@ -194,7 +200,8 @@ def test_best_record_survives_a_resume_into_a_new_folder(tmp_path):
         list(cb.best_k_models) == [str(old / "epoch000.ckpt")]
         and cb.kth_best_model_path == cb.best_model_path
     )
-    assert cb.last_model_path == ""  # the old last.ckpt is never replaced or removed
+    # the old last.ckpt is never replaced or removed
+    assert cb.last_model_path == ""
     # a worse epoch here does not become "best"; a better one does
     trainer = SimpleNamespace(
         strategy=SimpleNamespace(reduce_boolean_decision=lambda decision, **_: decision)
@@ -215,9 +222,8 @@ def test_resumed_run_tests_the_best_checkpoint_of_the_run_it_resumed(tmp_path, t
             [*flat, "trainer.max_epochs=2", f"ckpt_path={tmp_path / 'a' / 'checkpoints' / 'last.ckpt'}"],
         )
     )
-    assert (
-        resumed["best_checkpoint"] == first["best_checkpoint"] and resumed["best_epoch"] == 1
-    )  # counted from 1
+    # counted from 1
+    assert resumed["best_checkpoint"] == first["best_checkpoint"] and resumed["best_epoch"] == 1
     assert resumed["test_acc"] == first["test_acc"] and resumed["epochs_run"] == 2
     assert sorted(p.name for p in (tmp_path / "b" / "checkpoints").iterdir()) == ["last.ckpt"]
 
@@ -237,13 +243,15 @@ RUN = [
 ]
 KILL = "+callbacks.kill={_target_: tests.kill_points.KillAt, %s}"
 WRITE = "trainer.plugins=[{_target_: tests.kill_points.KillDuringWrite, nth: %d}]"
-KILL_POINTS = {  # name: (override, the step last.ckpt holds when the process dies)
+# name: (override, the step last.ckpt holds when the process dies)
+KILL_POINTS = {
     "mid-epoch 0, 2 steps after a save": (KILL % "step: 7", 5),
     "mid-epoch 1": (KILL % "step: 23", 20),
     "between epochs": (KILL % "epoch_start: 1", 16),
     "during validation": (KILL % "validating: 0", 15),
     "during a mid-epoch checkpoint write": (WRITE % 3, 10),
-    "during the epoch-end write of last.ckpt": (WRITE % 5, 15),  # writes: steps 5, 10, 15, best, last
+    # writes: steps 5, 10, 15, best, last
+    "during the epoch-end write of last.ckpt": (WRITE % 5, 15),
 }
 
 

@@ -13,7 +13,8 @@ from fmnist_lit.train import run
 from tests.conftest import compose_cfg, make_images
 from tests.test_report import eval_cfg
 
-X = make_images(64, 3)[0]  # uint8 (64, 28, 28)
+# uint8 (64, 28, 28)
+X = make_images(64, 3)[0]
 
 
 @pytest.mark.parametrize("name", list(CORRUPTIONS))
@@ -22,10 +23,13 @@ def test_corruptions_are_deterministic_uint8_and_grow_with_severity(name):
     out = [corrupt(X, name, s) for s in levels]
     for s, y in zip(levels, out):
         assert y.dtype == torch.uint8 and y.shape == X.shape
-        assert torch.equal(y, corrupt(X, name, s))  # seeded: the same images every time
+        # seeded: the same images every time
+        assert torch.equal(y, corrupt(X, name, s))
     change = [(y.float() - X.float()).abs().mean() for y in out]
-    assert change[0] > 0.5  # severity 1 already changes the images
-    assert all(a < b for a, b in itertools.pairwise(change)), change  # and each severity more than the last
+    # severity 1 already changes the images
+    assert change[0] > 0.5
+    # and each severity more than the last
+    assert all(a < b for a, b in itertools.pairwise(change)), change
 
 
 def test_inversion_is_exact():
@@ -34,7 +38,8 @@ def test_inversion_is_exact():
 
 def test_integer_shift_moves_pixels_exactly():
     want = torch.zeros_like(X)
-    want[:, 3:, :26] = X[:, :25, 2:]  # down 3, left 2, zero fill
+    # down 3, left 2, zero fill
+    want[:, 3:, :26] = X[:, :25, 2:]
     n = len(X)
     assert torch.equal(_warp(X, torch.zeros(n), torch.full((n,), -2.0), torch.full((n,), 3.0)), want)
 
@@ -46,7 +51,8 @@ def test_sweep_in_the_run_report(tmp_path, tiny_root):
         )
     )
     r = m["robustness"]
-    assert r["clean"] == pytest.approx(m["test_acc"], abs=1e-6)  # the clean pass is the test set
+    # the clean pass is the test set
+    assert r["clean"] == pytest.approx(m["test_acc"], abs=1e-6)
     assert set(r["accuracy"]) == set(CORRUPTIONS) and len(r["accuracy"]["jpeg"]) == 3
     assert r["accuracy"]["inversion"]["1"] < r["clean"]
     page = (tmp_path / "report" / "report.md").read_text()

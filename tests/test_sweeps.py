@@ -58,7 +58,8 @@ def test_multirun_survives_a_failed_job_and_builds_the_leaderboard(tmp_path, tin
     assert "Failed jobs: 1" in md and "job `1` `trainer.max_epochs=-5`" in md
     assert (sweep / "leaderboard.png").stat().st_size > 0
     csv = (sweep / "leaderboard.csv").read_text()
-    assert "trainer.max_epochs=-5" in csv  # the failed job has its line in the CSV too
+    # the failed job has its line in the CSV too
+    assert "trainer.max_epochs=-5" in csv
 
     # the script gives the same tables, and says (exit 1) that a job failed
     md_before = md
@@ -91,9 +92,11 @@ def test_leaderboard_averages_over_seeds_and_ranks_on_validation(tmp_path):
             [f"model={model}", f"seed={seed}", "trainer.max_epochs=5"],
             {**base, "test_acc": acc, "val_acc_best": val, "seed": seed},
         )
-    _fake_job(tmp_path, 10, ["model=mlp", "seed=2", "trainer.max_epochs=5"], None)  # killed: no metrics.json
+    # killed: no metrics.json
+    _fake_job(tmp_path, 10, ["model=mlp", "seed=2", "trainer.max_epochs=5"], None)
     jobs = find_jobs(tmp_path)
-    assert [j.path.name for j in jobs] == ["0", "1", "2", "3", "4", "10"]  # numeric order
+    # numeric order
+    assert [j.path.name for j in jobs] == ["0", "1", "2", "3", "4", "10"]
     rows, common = group(jobs)
     assert common == {"trainer.max_epochs": "5"}
     # best validation first, no seed column
@@ -116,7 +119,8 @@ def test_leaderboard_averages_over_seeds_and_ranks_on_validation(tmp_path):
     assert float(rows["model=cnn"]["test_acc_mean"]) == pytest.approx(0.92) and rows["model=cnn"]["n"] == "3"
     md = (tmp_path / "leaderboard.md").read_text()
     assert md.index("`model=mlp`") < md.index("`model=cnn`") and "| 91.00 ± 1.00 | 92.00 ± 1.00 | 3 |" in md
-    assert "no metrics.json" in md  # the failed job is listed, not dropped
+    # the failed job is listed, not dropped
+    assert "no metrics.json" in md
 
 
 def test_leaderboard_shows_a_deleted_key_as_deleted_not_as_null(tmp_path):
@@ -127,7 +131,8 @@ def test_leaderboard_shows_a_deleted_key_as_deleted_not_as_null(tmp_path):
     write_leaderboard(tmp_path)
     md = (tmp_path / "leaderboard.md").read_text()
     assert "Every job: `~scheduler.max_lr`" in md and "scheduler.max_lr=null" not in md
-    assert "`model.tta_flip=null`" in md  # a key set to null stays `key=null`
+    # a key set to null stays `key=null`
+    assert "`model.tta_flip=null`" in md
 
 
 @pytest.mark.slow
@@ -142,10 +147,12 @@ def test_joblib_launcher_runs_two_jobs_splitting_the_cores(tmp_path, tiny_root):
         "hydra.launcher.n_jobs=2",
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "Joblib.Parallel" in proc.stdout + proc.stderr  # the plugin, not the basic launcher
+    # the plugin, not the basic launcher
+    assert "Joblib.Parallel" in proc.stdout + proc.stderr
     cores = os.cpu_count() or 1
     for job in ("0", "1"):
-        assert metrics(sweep / job)["threads"] == max(1, cores // 2)  # 2 jobs x threads <= cores
+        # 2 jobs x threads <= cores
+        assert metrics(sweep / job)["threads"] == max(1, cores // 2)
     assert "Failed jobs: 0" in (sweep / "leaderboard.md").read_text()
 
 
@@ -161,13 +168,13 @@ def test_optuna_three_trials_and_a_diverging_one_is_not_fatal(tmp_path, tiny_roo
         "optimizer.lr=choice(0.003,1e30)",
         "hydra.sweeper.sampler.seed=5",
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]  # hparams_search sets fail_on_error=false
+    # hparams_search sets fail_on_error=false
+    assert proc.returncode == 0, proc.stderr[-3000:]
     jobs = find_jobs(sweep)
     assert len(jobs) == 3
     diverged = [j for j in jobs if j.overrides["optimizer.lr"] == "1e+30"]
-    assert diverged and all(
-        j.failed and "diverged" in j.error for j in diverged
-    )  # the seed picks both values
+    # the seed picks both values
+    assert diverged and all(j.failed and "diverged" in j.error for j in diverged)
     ok = [j for j in jobs if not j.failed]
     assert ok
     result = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
@@ -194,11 +201,11 @@ def test_ddp_two_cpu_processes_match_one_process(tmp_path, odd_root):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     m = metrics(run_dir)
-    assert sum(map(sum, m["confusion_matrix"])) == 201  # both uneven shards counted, none twice
+    # both uneven shards counted, none twice
+    assert sum(map(sum, m["confusion_matrix"])) == 201
     assert m["global_steps"] == 3
-    assert (
-        not (run_dir / "ddp").exists() and len(list(run_dir.glob("**/metrics.json"))) == 1
-    )  # one run folder
+    # one run folder
+    assert not (run_dir / "ddp").exists() and len(list(run_dir.glob("**/metrics.json"))) == 1
 
     # the same checkpoint evaluated by one process on the whole test set
     GlobalHydra.instance().clear()

@@ -24,10 +24,13 @@ def test_train_cli_writes_run_folder(tmp_path, tiny_root):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     m = json.loads((run_dir / "metrics.json").read_text())
-    assert m["epochs_run"] == 2 and m["best_epoch"] in (1, 2)  # epochs count from 1
-    assert (run_dir / "config.yaml").read_text().count("precision: auto") == 0  # the decision is recorded
+    # epochs count from 1
+    assert m["epochs_run"] == 2 and m["best_epoch"] in (1, 2)
+    # the decision is recorded
+    assert (run_dir / "config.yaml").read_text().count("precision: auto") == 0
     assert 0.0 <= m["test_acc"] <= 1.0 and len(m["confusion_matrix"]) == 10
-    assert sum(map(sum, m["confusion_matrix"])) == 200  # every test image counted once
+    # every test image counted once
+    assert sum(map(sum, m["confusion_matrix"])) == 200
     assert set(m["per_class"]) >= {"T-shirt/top", "Ankle boot"}
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
     assert (
@@ -38,10 +41,12 @@ def test_train_cli_writes_run_folder(tmp_path, tiny_root):
     tb = {p.parent.name for p in (run_dir / "tensorboard").rglob("events.out.tfevents.*")}
     (name,) = tb
     assert "model=simple_cnn" in name and "trainer.max_epochs=2" in name and "threads" not in name
-    assert "trainer.max_epochs=1" not in name and "root" not in name  # plumbing out; a repeated key once
+    # plumbing out; a repeated key once
+    assert "trainer.max_epochs=1" not in name and "root" not in name
     log = (run_dir / "train.log").read_text()
     assert "epoch 1/2 (" in log and "epoch 2/2 (" in log and "train loss " in log and "| val loss " in log
-    assert "\r" not in proc.stdout and "Epoch 0:" not in proc.stdout  # no tqdm redraws when not a terminal
+    # no tqdm redraws when not a terminal
+    assert "\r" not in proc.stdout and "Epoch 0:" not in proc.stdout
 
     # resume from last.ckpt into a new folder: the epoch count continues, the old run is untouched
     before = (run_dir / "checkpoints" / "last.ckpt").read_bytes()
@@ -64,7 +69,8 @@ def test_train_cli_writes_run_folder(tmp_path, tiny_root):
 def test_learns_the_synthetic_task(tmp_path, tiny_root):
     cfg = compose_cfg(tmp_path, tiny_root, ["model=simple_cnn", "trainer.max_epochs=4", "logger=csv"])
     m = run(cfg)
-    assert m["test_acc"] > 0.5  # chance is 0.1; the squares are easy
+    # chance is 0.1; the squares are easy
+    assert m["test_acc"] > 0.5
 
 
 def test_same_seed_same_result(tmp_path, tiny_root):
@@ -88,17 +94,16 @@ def test_refuses_to_overwrite_a_run(tmp_path, tiny_root):
 
 def test_checkpoint_loads_weights_only(tmp_path, tiny_root):
     m = run(compose_cfg(tmp_path, tiny_root, ["model=mlp", "logger=csv"]))
-    ckpt = torch.load(m["best_checkpoint"], map_location="cpu", weights_only=True)  # no arbitrary pickles
+    # no arbitrary pickles
+    ckpt = torch.load(m["best_checkpoint"], map_location="cpu", weights_only=True)
     assert "state_dict" in ckpt
 
 
 @pytest.mark.parametrize(
     "override, message",
     [
-        (
-            "data.batch_size=0",
-            "data.batch_size=0",
-        ),  # one case in the fast suite; the rest are slow (a process each)
+        # one case in the fast suite; the rest are slow (a process each)
+        ("data.batch_size=0", "data.batch_size=0"),
         *[
             pytest.param(o, m, marks=pytest.mark.slow)
             for o, m in [
@@ -122,13 +127,15 @@ def test_cli_errors_are_one_clear_line(tmp_path, tiny_root, override, message):
     "overrides, bar",
     [
         ([], "ours"),
-        (["callbacks.progress_bar=null"], None),  # no bar at all, not Lightning's own in its place
-        (["callbacks.progress_bar=null", "+trainer.enable_progress_bar=true"], "lightning's"),  # asked for
+        # no bar at all, not Lightning's own in its place
+        (["callbacks.progress_bar=null"], None),
+        # asked for
+        (["callbacks.progress_bar=null", "+trainer.enable_progress_bar=true"], "lightning's"),
     ],
 )
 def test_progress_bar_null_means_no_bar(tmp_path, tiny_root, overrides, bar):
-    from fmnist_lit.console import ProgressBar
     from fmnist_lit.components import build_trainer
+    from fmnist_lit.console import ProgressBar
 
     trainer = build_trainer(compose_cfg(tmp_path, tiny_root, ["logger=csv", *overrides]))
     got = trainer.progress_bar_callback

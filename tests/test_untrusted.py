@@ -39,7 +39,7 @@ def malicious_checkpoint(path: Path, marker: Path) -> Path:
     return path
 
 
-# The chain: write a pickle with Path.write_bytes, unpickle it with torch.load(weights_only=False); first
+# The attack's chain: write a pickle with Path.write_bytes, unpickle it with torch.load(weights_only=False); first
 # with the plain names, then reached through attributes of allowed modules (which a prefix allowlist let through).
 CHAINS = {
     "plain": ("pathlib.Path.write_bytes", "pathlib.Path", "torch.load"),
@@ -144,7 +144,8 @@ def test_malicious_checkpoint_is_not_unpickled_whatever_the_environment(tmp_path
     monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
     with pytest.raises(UserError, match="not a readable PyTorch checkpoint"):
         read_checkpoint(ckpt)
-    with pytest.raises(pickle.UnpicklingError):  # Lightning's own loads (resume, testing the best checkpoint)
+    # Lightning's own loads (resume, testing the best checkpoint)
+    with pytest.raises(pickle.UnpicklingError):
         AtomicCheckpointIO().load_checkpoint(ckpt, weights_only=False)
     assert not marker.exists()
 

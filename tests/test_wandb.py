@@ -15,6 +15,7 @@ def test_offline_run_in_the_run_folder(tmp_path, tiny_root, monkeypatch):
     out = tmp_path / "run"
     metrics = run(compose_cfg(out, tiny_root, ["model=mlp", "logger=wandb"]))
     summary = dict(wandb.run.summary)
-    wandb.finish()  # Lightning leaves the run open until the process ends
+    # Lightning leaves the run open until the process ends
+    wandb.finish()
     assert summary["test/acc"] == pytest.approx(metrics["test_acc"])
     assert len(list(out.glob("wandb/offline-run-*/run-*.wandb"))) == 1
