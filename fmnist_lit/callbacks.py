@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import copy
 import logging
+import re
 import warnings
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -20,6 +22,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from fmnist_lit import plots
+from fmnist_lit.arguments import CONF_DIR
 from fmnist_lit.data import CLASSES
 from fmnist_lit.loggers import hparams_summaries, run_overrides, tb_tag, trial_name, varying_overrides
 from fmnist_lit.utils import UserError
@@ -71,6 +74,34 @@ def sweep_hparams(declared: Any) -> dict[str, Any]:
     return params
 
 
+def _package(key: str, value: str) -> str:
+    """The config path an override sets: for a config group, its option's `# @package` line (conf/model/*.yaml
+    set model.net), else the key itself."""
+    option = CONF_DIR / key / f"{value}.yaml"
+    first = option.read_text().split("\n", 1)[0] if option.is_file() else ""
+    return first.removeprefix("# @package").strip() if first.startswith("# @package") else key
+
+
+def varied_columns(declared: Any, params: dict[str, Any], overrides: list[tuple[str, str]]) -> set[str]:
+    """The HParams columns that `overrides` ((key, value): `model`, `optimizer.lr`) set: each key's own column,
+    and every column of `declared` (the unresolved callbacks.report.hparams) read from the config path the key
+    sets or below it (`model=mlp` sets `net` and `net/hidden` through `net: ${model.net}`)."""
+    raw = OmegaConf.to_container(declared, resolve=False) if declared is not None else {}
+    # `${model.net}`, `${oc.select:data.augment_pad,0}`, `${hydra:runtime.choices.model}`: the path read
+    found = {
+        n: re.match(r"\$\{(?:oc\.select:|hydra:runtime\.choices\.)?([\w.]+)", str(v)) for n, v in raw.items()
+    }
+    sources = {n: m.group(1) for n, m in found.items() if m}
+    paths = [_package(k, v) for k, v in overrides]
+    columns = {_column(params, k) for k, _ in overrides}
+    for column in params:
+        name, _, sub = column.partition("/")
+        source = ".".join(filter(None, [sources.get(name), sub]))
+        if name in sources and any(source == p or source.startswith(f"{p}.") for p in paths):
+            columns.add(column)
+    return columns
+
+
 class ReportCallback(L.Callback):
     """Writes to the run's TensorBoard logger, if there is one, and the swept settings to MLflow's (rank 0 only)."""
 
@@ -120,7 +151,12 @@ class ReportCallback(L.Callback):
         # the results' columns first, then the settings this run (or its sweep) varies: fmnist_lit/loggers.py;
         # the metric values are the scalars already logged, so nothing is logged twice
         params = sweep_hparams(self._hparams)
-        differs = {_column(params, key) for key, _ in varying_overrides()}
+        # where each declared column reads its value: Hydra's record of the config before it was resolved
+        record = Path(tb.save_dir) / ".hydra" / "config.yaml"
+        declared = (
+            OmegaConf.select(OmegaConf.load(record), "callbacks.report.hparams") if record.is_file() else None
+        )
+        differs = varied_columns(declared, params, varying_overrides())
         # as Lightning's own log_hyperparams writes them
         writer = tb.experiment._get_file_writer()
         for summary in hparams_summaries(params, differs, trial_name(tb.save_dir)):

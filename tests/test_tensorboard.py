@@ -18,7 +18,11 @@ def events(tmp_path_factory, tiny_root):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     out = tmp_path_factory.mktemp("tb") / "run"
-    run(compose_cfg(out, tiny_root, ["model=mlp", "logger=tensorboard", "report.enabled=false"]))
+    cfg = compose_cfg(out, tiny_root, ["model=mlp", "logger=tensorboard", "report.enabled=false"])
+    # Hydra's record of the config before it is resolved, as a run from the command line has it
+    (out / ".hydra").mkdir(parents=True)
+    OmegaConf.save(cfg, out / ".hydra" / "config.yaml")
+    run(cfg)
     (folder,) = {p.parent for p in (out / "tensorboard").rglob("events.out.tfevents.*")}
     acc = EventAccumulator(str(folder), size_guidance={"tensors": 0})
     acc.Reload()
@@ -50,6 +54,9 @@ def test_hparams_trial_is_named_after_its_overrides_with_whole_numbers(events):
     assert hp["max_epochs"].string_value == "1" and hp["optimizer/lr"].number_value > 0
     experiment = _plugin_data(events, "_hparams_/experiment").experiment
     assert {h.name for h in experiment.hparam_infos} == set(hp)
+    # what the overrides set comes first (TensorBoard shows five settings): `model=mlp` sets the net's columns too
+    differs = {h.name for h in experiment.hparam_infos if h.differs}
+    assert {"model", "net", "net/hidden", "max_epochs"} <= differs and "label_smoothing" not in differs
 
 
 def _hydra(monkeypatch, tmp_path: Path, task: list[str], sweep: list[str] | None) -> None:
