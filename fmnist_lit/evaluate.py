@@ -20,6 +20,7 @@ from fmnist_lit.assess import assess, describe, write_results
 from fmnist_lit.calibration import stored_temperature
 from fmnist_lit.checkpoint import load_model, locate, read_checkpoint, run_config, run_dir_of
 from fmnist_lit.cli import CONF_DIR, exit_on_user_error, set_threads
+from fmnist_lit.console import ProgressBar
 from fmnist_lit.report import load_metrics
 from fmnist_lit.utils import UserError
 from fmnist_lit.validate import check_eval_config
@@ -67,6 +68,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         logger=False,
         enable_checkpointing=False,
         enable_model_summary=False,
+        # drawn only on a terminal, as train.py's
+        callbacks=[ProgressBar()],
         limit_test_batches=cfg.get("limit_test_batches"),
         default_root_dir=str(out),
     )
