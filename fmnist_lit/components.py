@@ -70,6 +70,8 @@ def check_callbacks(cfg: DictConfig, out: Path) -> None:
         HydraConfig.instance().set_config(cfg)
     with open_dict(cfg):
         cfg.paths.output_dir = str(out)
+        # a callback's settings do not depend on it: not decided (nor logged) before the run says where it writes
+        cfg.trainer.precision = "32-true"
     for name, cb_cfg in _callback_cfgs(cfg):
         try:
             settings = OmegaConf.to_container(cb_cfg, resolve=True)

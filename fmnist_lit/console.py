@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import ModelSummary, TQDMProgressBar
 from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -207,8 +208,12 @@ class EpochLog(L.Callback):
         ckpt = trainer.checkpoint_callback
         last = Path(ckpt.last_model_path) if ckpt is not None and ckpt.last_model_path else None
         if last is not None and last.is_file():
+            # where last.ckpt stands: it is rewritten every few steps, so often in the middle of an epoch
+            saved = torch.load(last, map_location="cpu", weights_only=True)
             log.warning(
-                "resume from last.ckpt (the last finished epoch), into a new run folder: %s",
+                "resume from last.ckpt (written at step %d, in epoch %d), into a new run folder: %s",
+                saved["global_step"],
+                saved["epoch"] + 1,
                 resume_command(last),
             )
         else:

@@ -227,6 +227,8 @@ def load_predictor(path: str | Path) -> Predictor:
                 "its metadata)"
             )
         return lambda x: run(_scaled(x))
+    # a run folder stands for the checkpoint its run tested
+    path = locate(path)
     ckpt = read_checkpoint(path)
     model = load_model(run_config(path)[1], ckpt, path).eval()
     temperature = stored_temperature(path, ckpt["state_dict"]) or 1.0

@@ -105,6 +105,14 @@ def report_page(m: dict[str, Any], rep: dict[str, Any], figs: dict[str, str], me
             "",
         ]
     lines += ["```bash", str(m.get("command", "")), "```", ""]
+    if m.get("resumed_from"):
+        lines += [
+            (
+                f"Resumed from `{m['resumed_from']}`: the curves before that point are in that run's folder "
+                "(csv/metrics.csv, TensorBoard)."
+            ),
+            "",
+        ]
     if m.get("train_command"):
         lines += ["The checkpoint was trained by:", "", "```bash", m["train_command"], "```", ""]
     lines += ["| | |", "|---|---|", *[f"| {k} | {fmt(v)} |" for k, v in head if v is not None], ""]

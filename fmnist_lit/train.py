@@ -194,14 +194,10 @@ def selected_checkpoint(trainer: L.Trainer) -> tuple[str | None, str]:
 
 
 def interrupted(out: Path) -> None:
-    """Ctrl-C: one line (console and train.log) saying how to go on."""
-    last = out / "checkpoints" / "last.ckpt"
-    hint = (
-        f"resume with ckpt_path={last}"
-        if last.is_file()
-        else "no checkpoint was written yet, nothing to resume"
-    )
-    log.warning("interrupted by Ctrl-C: %s", hint)
+    """Ctrl-C: how to go on, said once (console and train.log). When last.ckpt exists, console.EpochLog has
+    already given the resume command with its step and epoch."""
+    if not (out / "checkpoints" / "last.ckpt").is_file():
+        log.warning("interrupted by Ctrl-C: no checkpoint was written yet, nothing to resume")
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")

@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import TINY, run_script
-from tests.helpers import assert_one_error_line
+from tests.helpers import TINY, assert_one_error_line, run_script
 
 
 @pytest.fixture(scope="module")
@@ -99,6 +98,8 @@ def test_the_run_folder_is_the_first_line(tmp_path, tiny_root):
         "train.py", f"data.root={tiny_root}", *TINY, "model=mlp", "logger=csv", f"hydra.run.dir={run}"
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
+    # the console's first line, before the precision probe or anything Lightning says
+    assert f"run folder: {run}" in (proc.stdout + proc.stderr).strip().splitlines()[0]
     log = (run / "train.log").read_text().splitlines()
     first = next(line for line in log if "fmnist_lit" in line)
     assert f"run folder: {run}" in first and "command: python" in log[1]

@@ -1,4 +1,4 @@
-"""The evaluation report (issue 3): report/ after a run, TensorBoard content, eval.py, test-each-epoch isolation."""
+"""The evaluation report: report/ after a run, TensorBoard content, eval.py, test-each-epoch isolation."""
 
 from __future__ import annotations
 
@@ -9,13 +9,12 @@ from pathlib import Path
 import matplotlib.image as mpimg
 import pytest
 import torch
-from omegaconf import OmegaConf
 
 from fmnist_lit.evaluate import evaluate
 from fmnist_lit.report import classification_report
 from fmnist_lit.train import run
 from fmnist_lit.utils import UserError
-from tests.conftest import compose_cfg, run_script
+from tests.helpers import compose_cfg, eval_cfg, run_script
 
 REPORT_FILES = [
     "confusion_matrix.png",
@@ -64,11 +63,13 @@ def _check_report(rep: Path) -> None:
 def test_report_files_after_tiny_run(runs):
     run_dir, m = runs[False]
     _check_report(run_dir / "report")
-    assert not (run_dir / "report" / "val_test_loss.png").exists()  # opt-in only
+    # opt-in only
+    assert not (run_dir / "report" / "val_test_loss.png").exists()
     assert m["command"] in (run_dir / "report" / "report.md").read_text()
     rows = (run_dir / "report" / "confusion_matrix.csv").read_text().splitlines()
     assert len(rows) == 11 and rows[0].endswith("Ankle boot")
-    assert sum(int(v) for r in rows[1:] for v in r.split(",")[1:]) == 200  # every test image once
+    # every test image once
+    assert sum(int(v) for r in rows[1:] for v in r.split(",")[1:]) == 200
 
 
 def test_tensorboard_has_report_content(runs):
@@ -80,8 +81,10 @@ def test_tensorboard_has_report_content(runs):
     acc.Reload()
     images = acc.Tags()["images"]
     assert "val/confusion_matrix" in images and "verdict/test_predictions" in images
-    assert [e.step for e in acc.Images("val/confusion_matrix")] == [1, 2]  # one per validation epoch, from 1
-    assert any(t.startswith("test_pr/") for t in acc.Tags()["tensors"])  # PR curves
+    # one per validation epoch, from 1
+    assert [e.step for e in acc.Images("val/confusion_matrix")] == [1, 2]
+    # PR curves
+    assert any(t.startswith("test_pr/") for t in acc.Tags()["tensors"])
     assert acc.Tags()["graph"]
     # the learning curves open TensorBoard: train/ and val/ first; final numbers under verdict/, no `epoch`
     scalars = set(acc.Tags()["scalars"])
@@ -123,7 +126,8 @@ def test_test_each_epoch_never_changes_selection(runs):
     )
     w0 = torch.load(d0 / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     w1 = torch.load(d1 / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
-    assert all(torch.equal(w0[k], w1[k]) for k in w0)  # training itself is untouched
+    # training itself is untouched
+    assert all(torch.equal(w0[k], w1[k]) for k in w0)
     header = (d1 / "csv" / "metrics.csv").read_text().splitlines()[0]
     assert (
         "test_each_epoch/loss" in header
@@ -147,7 +151,8 @@ def test_classification_report_matches_hand_computation():
     assert rep["accuracy"] == pytest.approx(12 / 16)
     assert rep["macro avg"]["f1"] == pytest.approx(sum(f) / 3)
     assert rep["weighted avg"]["precision"] == pytest.approx(sum(pi * si for pi, si in zip(p, s)) / 16)
-    assert rep["weighted avg"]["recall"] == pytest.approx(12 / 16)  # weighted recall is accuracy
+    # weighted recall is accuracy
+    assert rep["weighted avg"]["recall"] == pytest.approx(12 / 16)
 
 
 def eval_cli(tmp_path: Path, root: Path, *args: str) -> subprocess.CompletedProcess:
@@ -158,24 +163,13 @@ def test_eval_reproduces_test_accuracy(runs, tmp_path, tiny_root):
     run_dir, m = runs[False]
     before = sorted(p.relative_to(run_dir) for p in run_dir.rglob("*"))
     e = evaluate(eval_cfg(tmp_path, tiny_root, Path(m["best_checkpoint"])))
-    assert e["precision"] == m["precision"]  # the run's recorded precision, not decided again
+    # the run's recorded precision, not decided again
+    assert e["precision"] == m["precision"]
     assert e["test_acc"] == m["test_acc"] and e["test_loss"] == pytest.approx(float(m["test_loss"]), abs=1e-6)
     assert e["confusion_matrix"] == m["confusion_matrix"] and e["per_class"] == m["per_class"]
     _check_report(tmp_path / "out" / "report")
-    assert sorted(p.relative_to(run_dir) for p in run_dir.rglob("*")) == before  # original run untouched
-
-
-def eval_cfg(tmp_path: Path, root: Path, ckpt: Path):
-    return OmegaConf.create(
-        {
-            "ckpt_path": str(ckpt),
-            "data": {"root": str(root)},
-            "accelerator": "cpu",
-            "threads": 1,
-            "report": {"enabled": True},
-            "paths": {"output_dir": str(tmp_path / "out")},
-        }
-    )
+    # original run untouched
+    assert sorted(p.relative_to(run_dir) for p in run_dir.rglob("*")) == before
 
 
 def test_eval_cli_error_is_one_line(tmp_path, tiny_root):
@@ -212,3 +206,13 @@ def test_eval_rejects_foreign_weights(runs, tmp_path, tiny_root):
     torch.save({"state_dict": {"net.fc.weight": torch.zeros(3, 3)}}, fake / "checkpoints" / "x.ckpt")
     with pytest.raises(UserError, match="weights do not fit"):
         evaluate(eval_cfg(tmp_path, tiny_root, fake / "checkpoints" / "x.ckpt"))
+
+
+def test_a_resumed_run_names_the_run_it_continues():
+    from fmnist_lit.report_page import report_page
+
+    rep = {"macro avg": {"support": 10_000, "f1": 0.9}, "classes": {}, "accuracy": 0.9}
+    rep |= {"weighted avg": {"precision": 0.9, "recall": 0.9, "f1": 0.9, "support": 10_000}}
+    rep["macro avg"] |= {"precision": 0.9, "recall": 0.9}
+    page = report_page({"test_acc": 0.9, "resumed_from": "/r/run1/checkpoints/last.ckpt"}, rep, {}, 0.9)
+    assert "Resumed from `/r/run1/checkpoints/last.ckpt`" in page
