@@ -1,9 +1,11 @@
-"""Test-only ways for a train.py subprocess to SIGKILL itself at an exact point (added through the config:
-`+callbacks.kill={_target_: tests.kill_points.KillAt, ...}` or `trainer.plugins=[{_target_: ...KillDuringWrite}]`).
-A process that kills itself is as dead as one killed from outside, and the point is the same on every run."""
+"""Test-only faults a train.py subprocess injects into itself at an exact point, SIGKILL or a full disk, added
+through the config: `+callbacks.kill={_target_: tests.kill_points.KillAt, ...}` or
+`trainer.plugins=[{_target_: tests.kill_points.KillDuringWrite, ...}]`. A process that kills itself is as dead as
+one killed from outside, and the point is the same on every run."""
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 from typing import Any
@@ -67,3 +69,11 @@ class KillDuringWrite(FailDuringWrite):
         f.flush()
         os.fsync(f.fileno())
         _die()
+
+
+class DiskFullAt(FailDuringWrite):
+    """The `nth` checkpoint write (1-based) finds the disk full half-way through its bytes."""
+
+    def fail(self, checkpoint: dict[str, Any], f: Any) -> None:
+        f.write(b"half a checkpoint")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))

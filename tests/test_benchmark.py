@@ -9,7 +9,7 @@ import torch
 
 from benchmarks import throughput
 from fmnist_lit.hardware import cpu_name
-from tests.conftest import ROOT, run_script
+from tests.helpers import ROOT, run_script
 
 
 def test_window_rates_time_full_windows_after_the_warmup():

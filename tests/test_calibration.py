@@ -22,9 +22,9 @@ from fmnist_lit.calibration import (
 from fmnist_lit.checkpoint import load_model, read_checkpoint, run_config
 from fmnist_lit.evaluate import evaluate
 from fmnist_lit.predict import predict
+from fmnist_lit.synthetic import make_images
 from fmnist_lit.train import run
-from tests.conftest import compose_cfg, make_datamodule, make_images
-from tests.test_report import eval_cfg
+from tests.helpers import compose_cfg, eval_cfg, make_datamodule
 
 # fp32 so that the test can recompute the run's logits exactly; noise 3x the tiny set's: not 100% accurate
 RUN = ["model=mlp", "logger=csv", "trainer.max_epochs=1", "trainer.precision=32-true", "seed=0"]

@@ -3,19 +3,17 @@ full disk stops the run with one line, the last whole checkpoint kept, and the s
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import os
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
 
 from fmnist_lit.resume import AtomicCheckpointIO, DiskFullError
 from fmnist_lit.train import run
-from tests.conftest import TINY, compose_cfg, run_script
-from tests.kill_points import FailDuringWrite
+from tests.helpers import TINY, compose_cfg, run_script
+from tests.kill_points import DiskFullAt
 
 FLAT = ["model=mlp", "logger=csv", "report.enabled=false", "scheduler=null"]
 
@@ -48,14 +46,6 @@ def test_the_resumed_run_removes_a_killed_writes_temporary_file(tmp_path, tiny_r
     assert torch.load(last, weights_only=True)["global_step"] > 0
 
 
-class DiskFullAt(FailDuringWrite):
-    """The `nth` checkpoint write (1-based) finds the disk full half-way through its bytes."""
-
-    def fail(self, checkpoint: dict[str, Any], f: Any) -> None:
-        f.write(b"half a checkpoint")
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-
 def mount_point(path: Path) -> Path:
     path = path.resolve()
     while not path.is_mount():
@@ -81,7 +71,7 @@ def test_a_full_disk_is_one_line_naming_the_file_system(tmp_path):
 
 
 # 2 epochs of the tiny set: writes 1 and 2 are epoch 1's best and last.ckpt, write 3 is epoch 2's first
-FULL_AT_3 = "trainer.plugins=[{_target_: tests.test_checkpoint_io.DiskFullAt, nth: 3}]"
+FULL_AT_3 = "trainer.plugins=[{_target_: tests.kill_points.DiskFullAt, nth: 3}]"
 TWO_EPOCHS = [*FLAT, "trainer.max_epochs=2", "seed=0"]
 
 

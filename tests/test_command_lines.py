@@ -13,8 +13,7 @@ from fmnist_lit.arguments import hydra_argv
 from fmnist_lit.predict import main as predict_main
 from fmnist_lit.train import run
 from fmnist_lit.utils import UserError
-from tests.conftest import compose_cfg, run_script
-from tests.helpers import assert_one_error_line
+from tests.helpers import assert_one_error_line, compose_cfg, run_script
 
 EVAL_KEYS = (
     "accelerator, ckpt_path, data.root, limit_test_batches, report.enabled, report.robustness, threads"

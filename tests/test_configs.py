@@ -10,7 +10,7 @@ from hydra.utils import instantiate
 from fmnist_lit.cli import CONF_DIR
 from fmnist_lit.components import build_callbacks, build_loggers
 from fmnist_lit.utils import UserError
-from tests.conftest import compose_cfg
+from tests.helpers import compose_cfg
 
 CONF = Path(CONF_DIR)
 

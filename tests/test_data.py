@@ -7,7 +7,8 @@ import torch
 from fmnist_lit import batches as B
 from fmnist_lit import data as D
 from fmnist_lit.csv_data import CSVFormatError, read_csv, write_csv
-from tests.conftest import make_datamodule, make_images
+from fmnist_lit.synthetic import make_images
+from tests.helpers import make_datamodule
 
 
 def copy_root(src, dst):

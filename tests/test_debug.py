@@ -13,7 +13,7 @@ import pytest
 from fmnist_lit.cli import CONF_DIR
 from fmnist_lit.train import run
 from fmnist_lit.utils import tidy_float
-from tests.conftest import compose_cfg, run_script
+from tests.helpers import compose_cfg, run_script
 
 MODES = sorted(p.stem for p in (Path(CONF_DIR) / "debug").glob("*.yaml"))
 # tiny data, but none of conftest.TINY's trainer settings: each mode's own must apply
@@ -156,7 +156,7 @@ def test_overfit_batches_are_the_same_every_epoch(tmp_path, tiny_root):
 
     import torch
 
-    from tests.conftest import make_datamodule
+    from tests.helpers import make_datamodule
 
     dm = make_datamodule(tiny_root, tmp_path)
     dm.setup()

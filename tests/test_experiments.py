@@ -13,7 +13,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from fmnist_lit.cli import CONF_DIR
-from tests.conftest import compose_cfg
+from tests.helpers import compose_cfg
 
 GOLDEN = Path(__file__).parent / "data" / "experiments.json"
 EXPERIMENTS = sorted(p.stem for p in (Path(CONF_DIR) / "experiment").glob("*.yaml"))

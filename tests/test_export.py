@@ -15,9 +15,10 @@ from PIL import Image
 from fmnist_lit import export as ex
 from fmnist_lit.data import CLASSES
 from fmnist_lit.predict import predict
+from fmnist_lit.synthetic import make_images
 from fmnist_lit.train import run
 from fmnist_lit.utils import UserError
-from tests.conftest import compose_cfg, make_images, run_script
+from tests.helpers import compose_cfg, run_script
 
 RUN = ["model=simple_cnn", "logger=csv", "trainer.max_epochs=1", "seed=0"]
 

@@ -8,7 +8,7 @@ from omegaconf import OmegaConf
 
 from fmnist_lit import hardware
 from fmnist_lit.train import run
-from tests.conftest import compose_cfg
+from tests.helpers import compose_cfg
 
 
 def test_cpu_bf16_probes_exist_and_answer():

@@ -9,7 +9,7 @@ import pytest
 from fmnist_lit.tracking import artifact_root, check_config, final_metrics
 from fmnist_lit.train import run
 from fmnist_lit.utils import UserError
-from tests.conftest import TINY, compose_cfg, run_script
+from tests.helpers import TINY, compose_cfg, run_script
 
 
 def store(tmp_path: Path) -> tuple[str, "mlflow.MlflowClient"]:

@@ -16,8 +16,7 @@ from lightning.fabric.utilities.distributed import _set_num_threads_if_needed
 
 from fmnist_lit import cli
 from fmnist_lit.cli import CheckBeforeWriting, set_threads
-from tests.conftest import ROOT, TINY
-from tests.test_run_folder import compose_with_hydra
+from tests.helpers import ROOT, TINY, compose_with_hydra
 
 DDP = ["trainer=ddp", "trainer.accelerator=cpu", "experiment=fast", "seed=3", "threads=1"]
 QUICK = ["logger=csv", "report.enabled=false", "callbacks.progress_bar=null"]

@@ -12,7 +12,7 @@ from fmnist_lit import optim
 from fmnist_lit.checkpoint import ALLOWED_TARGETS
 from fmnist_lit.cli import CONF_DIR
 from fmnist_lit.utils import UserError
-from tests.conftest import compose_cfg
+from tests.helpers import compose_cfg
 
 OPTIMIZERS = sorted(p.stem for p in (Path(CONF_DIR) / "optimizer").glob("*.yaml"))
 SCHEDULERS = sorted(p.stem for p in (Path(CONF_DIR) / "scheduler").glob("*.yaml"))

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -24,7 +23,7 @@ from omegaconf import OmegaConf, open_dict
 from fmnist_lit.cli import CONF_DIR
 from fmnist_lit.leaderboard import find_jobs, write_leaderboard
 from fmnist_lit.sweep import SweepSummary
-from tests.conftest import ROOT, TINY
+from tests.helpers import ROOT, TINY, fake_job
 
 optuna = pytest.importorskip("optuna", reason="install the sweep extra: pip install -e '.[sweep]'")
 
@@ -225,20 +224,10 @@ def test_only_a_resumed_search_may_go_into_a_folder_that_holds_a_sweep(tmp_path,
     assert [p.name for p in tmp_path.iterdir()] == ["0"]
 
 
-def _job(sweep: Path, num: int, overrides: list[str], metrics: dict | None = None, error: str | None = None):
-    d = sweep / str(num)
-    (d / ".hydra").mkdir(parents=True)
-    (d / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
-    if metrics is not None:
-        (d / "metrics.json").write_text(json.dumps(metrics))
-    if error is not None:
-        (d / "error.txt").write_text(error + "\n\nTraceback ...")
-
-
 def test_the_leaderboard_lists_pruned_trials_apart_from_failures(tmp_path):
     metrics = {"params": 10, "epochs_run": 5, "wall_seconds": 1.0, "test_acc": 0.9, "val_acc_best": 0.91}
-    _job(tmp_path, 0, ["optimizer.lr=0.001"], metrics)
-    _job(tmp_path, 1, ["optimizer.lr=0.1"], error="TrialPruned: stopped after epoch 2 by MedianPruner")
+    fake_job(tmp_path, 0, ["optimizer.lr=0.001"], metrics)
+    fake_job(tmp_path, 1, ["optimizer.lr=0.1"], error="TrialPruned: stopped after epoch 2 by MedianPruner")
     jobs = find_jobs(tmp_path)
     assert [(j.pruned, j.failed) for j in jobs] == [(False, False), (True, False)]
     summaries, failed = write_leaderboard(tmp_path)

@@ -11,14 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
 from omegaconf import OmegaConf
 
 from fmnist_lit.evaluate import evaluate
 from fmnist_lit.sweep import SweepSummary
 from fmnist_lit.train import run
 from fmnist_lit.utils import write_json
-from tests.conftest import TINY, compose_cfg, run_script
+from tests.helpers import TINY, compose_cfg, fake_job, run_script
 
 # a decimal number, and its significant digits
 DECIMAL = re.compile(r"\d+\.\d+")
@@ -81,9 +80,6 @@ def test_csv_log_counts_epochs_from_one(trained):
 
 
 def _job(sweep: Path, num: int, overrides: list[str], val: float) -> None:
-    d = sweep / str(num)
-    (d / ".hydra").mkdir(parents=True)
-    (d / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
     metrics = {
         "test_acc": val - 0.01,
         "val_acc_best": val,
@@ -91,7 +87,7 @@ def _job(sweep: Path, num: int, overrides: list[str], val: float) -> None:
         "epochs_run": 2,
         "wall_seconds": 5.0,
     }
-    (d / "metrics.json").write_text(json.dumps(metrics))
+    fake_job(sweep, num, overrides, metrics)
 
 
 def test_sweep_prints_its_leaderboard_with_rounded_floats(tmp_path, caplog):

@@ -18,8 +18,7 @@ from PIL import Image
 from fmnist_lit import checkpoint
 from fmnist_lit.checkpoint import TRUST_ENV, run_config
 from fmnist_lit.utils import UserError
-from tests.conftest import ROOT, TINY
-from tests.helpers import assert_one_error_line
+from tests.helpers import ROOT, TINY, assert_one_error_line
 
 # README's example, verbatim in spirit: a plain nn.Module from (B, 1, 28, 28) to (B, 10)
 MYNETS = """

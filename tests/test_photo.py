@@ -7,8 +7,8 @@ import torch
 from PIL import Image
 
 from fmnist_lit.photo import to_fmnist, to_gray
+from fmnist_lit.synthetic import make_images
 from fmnist_lit.utils import UserError
-from tests.conftest import make_images
 
 import photo_set
 
@@ -163,7 +163,7 @@ def test_photo_set_is_deterministic_and_complete(tmp_path):
 @pytest.fixture(scope="module")
 def real_test_images():
     from fmnist_lit import data as D
-    from tests.conftest import ROOT
+    from tests.helpers import ROOT
 
     if not all((ROOT / "data" / "FashionMNIST" / "raw" / n).exists() for n in D.MD5):
         pytest.skip("real Fashion-MNIST not in data/")

@@ -14,8 +14,9 @@ from fmnist_lit.checkpoint import load_model, read_checkpoint, run_config
 from fmnist_lit.data import CLASSES
 from fmnist_lit.photo import to_fmnist
 from fmnist_lit.predict import main, predict
+from fmnist_lit.synthetic import make_images
 from fmnist_lit.train import run
-from tests.conftest import ROOT, compose_cfg, make_images, run_script
+from tests.helpers import ROOT, compose_cfg, run_script
 
 
 @pytest.fixture(scope="module")

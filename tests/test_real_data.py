@@ -6,7 +6,7 @@ import pytest
 
 from fmnist_lit import data as D
 from fmnist_lit.train import run
-from tests.conftest import ROOT, compose_cfg
+from tests.helpers import ROOT, compose_cfg
 
 HAVE_SYSTEM_COPY = all((D.SYSTEM_DIR / f"{n}.gz").exists() for n in D.MD5)
 HAVE_LOCAL = all((ROOT / "data" / "FashionMNIST" / "raw" / n).exists() for n in D.MD5)

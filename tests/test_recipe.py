@@ -18,9 +18,7 @@ from fmnist_lit.callbacks import EMA
 from fmnist_lit.evaluate import evaluate
 from fmnist_lit.module import LitClassifier
 from fmnist_lit.train import run
-from tests.conftest import ROOT, compose_cfg, make_datamodule, run_script
-from tests.test_report import eval_cfg
-from tests.test_train import train_cli
+from tests.helpers import ROOT, compose_cfg, eval_cfg, make_datamodule, run_script, train_cli
 
 # the normalised pixel range
 LO, HI = (0 - B.MEAN) / B.STD, (1 - B.MEAN) / B.STD

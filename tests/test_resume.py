@@ -19,7 +19,7 @@ import torch
 from fmnist_lit.batches import TensorBatches
 from fmnist_lit.resume import AtomicCheckpointIO, ResumableCheckpoint, rng_states, set_rng_states
 from fmnist_lit.train import run
-from tests.conftest import TINY, compose_cfg, make_datamodule, run_script
+from tests.helpers import TINY, compose_cfg, make_datamodule, run_script
 
 
 def labels(batches) -> list[list[int]]:

@@ -9,9 +9,9 @@ import torch
 
 from fmnist_lit.evaluate import evaluate
 from fmnist_lit.robustness import CORRUPTIONS, _warp, corrupt
+from fmnist_lit.synthetic import make_images
 from fmnist_lit.train import run
-from tests.conftest import compose_cfg, make_images
-from tests.test_report import eval_cfg
+from tests.helpers import compose_cfg, eval_cfg
 
 # uint8 (64, 28, 28)
 X = make_images(64, 3)[0]

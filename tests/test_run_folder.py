@@ -21,18 +21,9 @@ from fmnist_lit.cli import CONF_DIR, CheckBeforeWriting
 from fmnist_lit.run_folder import claim, release_unused_sweep
 from fmnist_lit.utils import UserError
 from fmnist_lit.validate import check_train_config
-from tests.conftest import ROOT, TINY, compose_cfg, run_script
+from tests.helpers import ROOT, TINY, compose_cfg, compose_with_hydra, run_script
 
 CHECK = "fmnist_lit.train.check_before_writing"
-
-
-def compose_with_hydra(root: Path, overrides: list[str]) -> DictConfig:
-    """conf/train.yaml as the CLI composes it (with its `hydra` node), forced tiny."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=[f"data.root={root}", *TINY, *overrides], return_hydra_config=True)
-    GlobalHydra.instance().clear()
-    return cfg
 
 
 def start_run(cfg: DictConfig, capsys) -> tuple[int, list[str]]:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, run_script
+from tests.helpers import ROOT, run_script
 
 SCRIPTS = sorted(
     p.relative_to(ROOT).as_posix()

@@ -19,8 +19,9 @@ from hydra.utils import instantiate
 from fmnist_lit import sweep as sweep_mod
 from fmnist_lit.cli import CONF_DIR
 from fmnist_lit.leaderboard import find_jobs, group, write_leaderboard
+from fmnist_lit.synthetic import write_tiny_root
 from fmnist_lit.utils import UserError
-from tests.conftest import TINY, run_script, write_tiny_root
+from tests.helpers import TINY, fake_job, run_script
 
 pytest.importorskip(
     "hydra_plugins.hydra_optuna_sweeper", reason="install the sweep extra: pip install -e '.[sweep]'"
@@ -67,14 +68,6 @@ def test_multirun_survives_a_failed_job_and_builds_the_leaderboard(tmp_path, tin
     assert proc.returncode == 1 and (sweep / "leaderboard.md").read_text() == md_before
 
 
-def _fake_job(sweep: Path, num: int, overrides: list[str], m: dict | None) -> None:
-    d = sweep / str(num)
-    (d / ".hydra").mkdir(parents=True)
-    (d / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
-    if m is not None:
-        (d / "metrics.json").write_text(json.dumps(m))
-
-
 def test_leaderboard_averages_over_seeds_and_ranks_on_validation(tmp_path):
     base = {"params": 100, "epochs_run": 5, "wall_seconds": 10.0}
     # (test, val): cnn has the better test accuracy, mlp the better validation one, and the rows follow validation
@@ -86,14 +79,14 @@ def test_leaderboard_averages_over_seeds_and_ranks_on_validation(tmp_path):
         ("cnn", 2): (0.92, 0.91),
     }
     for i, ((model, seed), (acc, val)) in enumerate(accs.items()):
-        _fake_job(
+        fake_job(
             tmp_path,
             i,
             [f"model={model}", f"seed={seed}", "trainer.max_epochs=5"],
             {**base, "test_acc": acc, "val_acc_best": val, "seed": seed},
         )
     # killed: no metrics.json
-    _fake_job(tmp_path, 10, ["model=mlp", "seed=2", "trainer.max_epochs=5"], None)
+    fake_job(tmp_path, 10, ["model=mlp", "seed=2", "trainer.max_epochs=5"], None)
     jobs = find_jobs(tmp_path)
     # numeric order
     assert [j.path.name for j in jobs] == ["0", "1", "2", "3", "4", "10"]
@@ -126,8 +119,8 @@ def test_leaderboard_averages_over_seeds_and_ranks_on_validation(tmp_path):
 def test_leaderboard_shows_a_deleted_key_as_deleted_not_as_null(tmp_path):
     # Hydra records `~scheduler.max_lr` in a job's overrides.yaml as `~scheduler.max_lr=null`
     metrics = {"params": 100, "epochs_run": 5, "wall_seconds": 10.0, "test_acc": 0.9, "val_acc_best": 0.9}
-    _fake_job(tmp_path, 0, ["~scheduler.max_lr=null", "model.tta_flip=null"], metrics)
-    _fake_job(tmp_path, 1, ["~scheduler.max_lr=null", "model.tta_flip=true"], metrics)
+    fake_job(tmp_path, 0, ["~scheduler.max_lr=null", "model.tta_flip=null"], metrics)
+    fake_job(tmp_path, 1, ["~scheduler.max_lr=null", "model.tta_flip=true"], metrics)
     write_leaderboard(tmp_path)
     md = (tmp_path / "leaderboard.md").read_text()
     assert "Every job: `~scheduler.max_lr`" in md and "scheduler.max_lr=null" not in md
@@ -262,7 +255,7 @@ def test_sweep_summary_exits_nonzero_when_every_job_failed(tmp_path):
     from fmnist_lit.sweep import SweepSummary
 
     for i in range(2):
-        _fake_job(tmp_path, i, [f"seed={i}"], None)
+        fake_job(tmp_path, i, [f"seed={i}"], None)
     with pytest.raises(SystemExit) as e:
         SweepSummary().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}}))
     assert e.value.code == 1 and "Failed jobs: 2" in (tmp_path / "leaderboard.md").read_text()

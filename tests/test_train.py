@@ -1,20 +1,13 @@
 """End to end: train.py in a subprocess on tiny synthetic data, resume, and one-line CLI errors."""
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
 
 from fmnist_lit.train import run
 from fmnist_lit.utils import UserError
-from tests.conftest import TINY, compose_cfg, run_script
-
-
-def train_cli(tmp_path: Path, root: Path, *overrides: str, run_dir: Path | None = None):
-    run_dir = run_dir or tmp_path / "run"
-    overrides = (f"data.root={root}", *TINY, f"hydra.run.dir={run_dir}", *overrides)
-    return run_script("train.py", *overrides, cwd=tmp_path), run_dir
+from tests.helpers import compose_cfg, train_cli
 
 
 @pytest.mark.slow

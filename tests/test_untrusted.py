@@ -20,7 +20,7 @@ from fmnist_lit.checkpoint import read_checkpoint, run_config
 from fmnist_lit.resume import AtomicCheckpointIO
 from fmnist_lit.train import run
 from fmnist_lit.utils import UserError
-from tests.conftest import TINY, compose_cfg, run_script
+from tests.helpers import TINY, compose_cfg, run_script
 
 
 class Payload:

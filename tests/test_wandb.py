@@ -3,7 +3,7 @@
 import pytest
 
 from fmnist_lit.train import run
-from tests.conftest import compose_cfg
+from tests.helpers import compose_cfg
 
 
 @pytest.mark.slow
