@@ -106,10 +106,12 @@ class ReportCallback(L.Callback):
     """Writes to the run's TensorBoard logger, if there is one, and the swept settings to MLflow's (rank 0 only)."""
 
     def __init__(self, graph: bool, hparams: Any = None):
-        if not isinstance(graph, bool):  # `graph=maybe` would otherwise count as true
+        # `graph=maybe` would otherwise count as true
+        if not isinstance(graph, bool):
             raise TypeError(f"graph must be true or false, got {graph!r}")
         self.graph = graph
-        self._hparams = hparams  # what people sweep (conf/callbacks/default.yaml); see sweep_hparams
+        # what people sweep (conf/callbacks/default.yaml); see sweep_hparams
+        self._hparams = hparams
         self._probs: list[torch.Tensor] = []
         self._targets: list[torch.Tensor] = []
 
@@ -121,9 +123,11 @@ class ReportCallback(L.Callback):
         tb = _tensorboard(trainer)
         if tb is None or not self.graph or not trainer.is_global_zero:
             return
-        try:  # trace a copy in eval mode: the real net's BN statistics and the RNG are left alone
+        try:
+            # trace a copy in eval mode: the real net's BN statistics and the RNG are left alone
             net = copy.deepcopy(getattr(pl_module.net, "_orig_mod", pl_module.net)).float().cpu().eval()
-            with warnings.catch_warnings():  # torch.jit.trace's deprecation notice, once per run
+            # torch.jit.trace's deprecation notice, once per run
+            with warnings.catch_warnings():
                 warnings.simplefilter("ignore", FutureWarning)
                 tb.experiment.add_graph(net, torch.zeros(1, 1, 28, 28))
         # tracing is best effort (some layers do not trace): never fail a run for it
@@ -140,7 +144,8 @@ class ReportCallback(L.Callback):
             return
         cm = pl_module.val_confmat.compute().cpu()
         if trainer.is_global_zero:
-            epoch = trainer.current_epoch + 1  # epochs count from 1 wherever people read them
+            # epochs count from 1 wherever people read them
+            epoch = trainer.current_epoch + 1
             fig = plots.confusion_matrix_figure(cm, CLASSES, f"Validation confusion matrix, epoch {epoch}")
             _tensorboard(trainer).experiment.add_figure("val/confusion_matrix", fig, global_step=epoch)
 
@@ -175,14 +180,16 @@ class ReportCallback(L.Callback):
         dataloader_idx: int = 0,
     ) -> None:
         if isinstance(batch, (tuple, list)) and len(batch) == 2:
-            self._probs.append(outputs.float().softmax(-1).cpu())  # predict_step gives logits
+            # predict_step gives logits
+            self._probs.append(outputs.float().softmax(-1).cpu())
             self._targets.append(batch[1].cpu())
 
     def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         tb, dm = _tensorboard(trainer), trainer.datamodule
         if tb is None or not trainer.is_global_zero or not self._probs or dm is None:
             return
-        if getattr(dm, "predict_set", None) is not None:  # not the test set (calibration, robustness)
+        # not the test set (calibration, robustness)
+        if getattr(dm, "predict_set", None) is not None:
             self._probs, self._targets = [], []
             return
         probs, target = torch.cat(self._probs), torch.cat(self._targets)
@@ -248,7 +255,8 @@ class FailOnNonFiniteLoss(L.Callback):
     def _check(self, trainer: L.Trainer, batch_idx: int) -> None:
         finite = bool(torch.isfinite(self._sum))
         self._sum = None
-        diverged = trainer.strategy.reduce_boolean_decision(not finite, all=False)  # any rank
+        # any rank
+        diverged = trainer.strategy.reduce_boolean_decision(not finite, all=False)
         if diverged:
             lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else float("nan")
             raise NonFiniteLossError(
@@ -268,9 +276,11 @@ def ema_update(decay: float, warmup: bool = False):
         # integer buffers (BatchNorm's num_batches_tracked) are counts: copied
         if not torch.is_floating_point(averages[0]):
             torch._foreach_copy_(averages, currents)
-        elif not warmup:  # average += (current - average) * (1 - decay)
+        elif not warmup:
+            # average += (current - average) * (1 - decay)
             torch._foreach_lerp_(averages, currents, 1 - decay)
-        else:  # n_averaged is on the tensors' device: the weight stays a 0-dim tensor there (no host sync)
+        else:
+            # n_averaged is on the tensors' device: the weight stays a 0-dim tensor there (no host sync)
             w = (1 - ((1 + n_averaged) / (10 + n_averaged)).clamp(max=decay)).to(averages[0].dtype)
             delta = torch._foreach_sub(currents, averages)
             torch._foreach_mul_(delta, w)
@@ -302,7 +312,8 @@ class EMA(EMAWeightAveraging):
     def on_load_checkpoint(
         self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
     ) -> None:
-        if trainer.state.fn == TrainerFn.FITTING:  # resuming: restore both the raw and the averaged weights
+        # resuming: restore both the raw and the averaged weights
+        if trainer.state.fn == TrainerFn.FITTING:
             super().on_load_checkpoint(trainer, pl_module, checkpoint)
 
 

@@ -101,7 +101,8 @@ def run_label() -> str:
     """The run's name: what makes it different (`experiment=fast`; `model=mlp,seed=1` in a sweep), or
     `defaults`."""
     label = ",".join(f"{k}={v}" for k, v in varying_overrides())
-    return (label or "defaults").replace("/", "_")[:120]  # one folder level
+    # one folder level
+    return (label or "defaults").replace("/", "_")[:120]
 
 
 def trial_name(run_dir: str | Path) -> str:

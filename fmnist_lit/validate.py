@@ -41,7 +41,8 @@ def _precisions() -> list[Any]:
     """What Trainer(precision=) accepts, from Lightning's own type (so a new Lightning value is not refused)."""
     try:
         from lightning.fabric.connector import _PRECISION_INPUT
-    except ImportError:  # renamed in a later Lightning: the values its docs list
+    except ImportError:
+        # renamed in a later Lightning: the values its docs list
         return [
             "64-true",
             "32-true",

@@ -6,8 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from fmnist_lit.synthetic import make_images, write_tiny_root  # noqa: F401 (test_faults.py until it moves)
-from tests.helpers import ROOT, TINY, compose_cfg, run_script  # noqa: F401 (test_faults/test_tensorboard.py)
+from fmnist_lit.synthetic import write_tiny_root
 
 
 @pytest.fixture(scope="session")

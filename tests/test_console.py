@@ -1,4 +1,4 @@
-"""What the user sees (issue 14): the per-epoch log line, quiet third-party noise, the resume command, the layer
+"""What the user sees: the per-epoch log line, quiet third-party noise, the resume command, the layer
 table, checkpoint names from epoch 1, TensorBoard's tag layout and HParams columns, the report's words."""
 
 from __future__ import annotations
@@ -46,13 +46,16 @@ def test_epoch_line_reports_the_epoch_that_just_ended(caplog):
     t = fake_trainer(0, 3, metrics)
     cb.on_train_start(t, None)
     cb.on_validation_end(t, None)
-    cb.on_train_epoch_end(t, None)  # Lightning logs train/* after this hook: nothing printed yet
+    # Lightning logs train/* after this hook: nothing printed yet
+    cb.on_train_epoch_end(t, None)
     with caplog.at_level(logging.INFO, logger="fmnist_lit.console"):
         assert not caplog.records
         t.current_epoch = 1
-        cb.on_train_epoch_start(t, None)  # the epoch is complete now
+        # the epoch is complete now
+        cb.on_train_epoch_start(t, None)
     (line,) = [r.getMessage() for r in caplog.records]
-    assert line.startswith("epoch 1/3 (")  # then its duration and the run's ETA
+    # then its duration and the run's ETA
+    assert line.startswith("epoch 1/3 (")
     assert line.endswith(
         "| train loss 0.6100 ce 0.4200 acc 0.8500 | val loss 0.3000 acc 0.9000 acc_best 0.9000 f1 0.8900"
     )
@@ -74,7 +77,8 @@ def test_quiet_third_party_drops_deprecations_and_adverts():
             "old API", FutureWarning, "x.py", 1, module="lightning.pytorch.utilities._pytree"
         )
         warnings.warn_explicit("ours", FutureWarning, "x.py", 1, module="fmnist_lit.module")
-    assert [str(w.message) for w in seen] == ["ours"]  # the project's own warnings still show
+    # the project's own warnings still show
+    assert [str(w.message) for w in seen] == ["ours"]
     # Lightning's INFO chatter (GPU/TPU inventory, "Seed set", the litlogger tip, "Trainer.fit stopped") is dropped,
     # its warnings are kept
     chatty = logging.getLogger("lightning.pytorch.utilities.rank_zero")
@@ -118,7 +122,8 @@ def test_checkpoint_names_count_epochs_from_one(tmp_path):
         dirpath=tmp_path, filename="epoch{epoch:03d}-val_acc{val/acc:.4f}", auto_insert_metric_name=False
     )
     name = cb.format_checkpoint_name({"epoch": torch.tensor(0), "val/acc": torch.tensor(0.875)})
-    assert Path(name).name == "epoch001-val_acc0.8750.ckpt"  # the weights after the first epoch
+    # the weights after the first epoch
+    assert Path(name).name == "epoch001-val_acc0.8750.ckpt"
 
 
 def test_tensorboard_tags_put_the_curves_first():
@@ -157,6 +162,7 @@ def test_hparams_are_the_swept_settings(monkeypatch):
         }
     )
     hp = sweep_hparams(declared)
+    # overridden, not declared: a column too; plumbing is not; whole numbers as text (not 0.0000)
     assert hp == {
         "model": "mlp",
         "net": "MLP",
@@ -167,7 +173,7 @@ def test_hparams_are_the_swept_settings(monkeypatch):
         "augment_flip": "false",
         "seed": "0",
         "trainer.gradient_clip_val": "1.0",
-    }  # overridden, not declared: a column too; plumbing is not; whole numbers as text (not 0.0000)
+    }
 
 
 def test_history_splits_epochs_and_steps(tmp_path):
@@ -177,7 +183,8 @@ def test_history_splits_epochs_and_steps(tmp_path):
         ",0.001,9,,,\n1,,9,,2.0,\n1,,19,,,0.8\n1,,19,0.7,,\n,0.002,29,,,\n2,,39,,,0.9\n2,,39,0.85,,\n"
     )
     epochs, steps = read_history(csv)
-    assert epochs == {"val/acc": {1: 0.8, 2: 0.9}, "train/acc": {1: 0.7, 2: 0.85}}  # epochs from 1
+    # epochs from 1
+    assert epochs == {"val/acc": {1: 0.8, 2: 0.9}, "train/acc": {1: 0.7, 2: 0.85}}
     # a run from before the CSV counted from 1 (its config.yaml names Lightning's CSVLogger)
     (tmp_path / "config.yaml").write_text(
         "logger:\n  csv:\n    _target_: lightning.pytorch.loggers.CSVLogger\n"
@@ -185,12 +192,14 @@ def test_history_splits_epochs_and_steps(tmp_path):
     old = tmp_path / "old.csv"
     old.write_text("epoch,step,val/acc\n0,19,0.8\n1,39,0.9\n")
     assert read_history(old, csv_first_epoch(tmp_path))[0] == {"val/acc": {1: 0.8, 2: 0.9}}
+    # 20 steps per epoch
     assert steps == {
         "lr-AdamW": {0.5: 0.001, 1.5: 0.002},
         "train/loss_step": {0.5: 2.0},
-    }  # 20 steps per epoch
+    }
     fig = plots.curves_figure(epochs, steps, selected=2)
-    assert len(fig.axes) == 3  # accuracy, loss, learning rate
+    # accuracy, loss, learning rate
+    assert len(fig.axes) == 3
 
 
 def test_report_says_how_the_weights_were_chosen():
@@ -237,7 +246,8 @@ def test_leaderboard_png_without_error_bars_for_single_runs(tmp_path, monkeypatc
     ]
     import matplotlib.axes
 
-    calls = []  # (x, y, xerr, marker face, label) of every dot drawn
+    # (x, y, xerr, marker face, label) of every dot drawn
+    calls = []
     draw = matplotlib.axes.Axes.errorbar
 
     def spy(self, x, y, **kw):

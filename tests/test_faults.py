@@ -1,4 +1,4 @@
-"""Fault injection: every bad input and failure of issue 13 through the real entry points (train.py, eval.py,
+"""Fault injection: every bad input and failure through the real entry points (train.py, eval.py,
 sweeps; subprocesses, `slow`), each with a fast in-process equivalent where there is one.
 
 What every case must give: one `error:` line on stderr naming the key, the bad value and what is allowed, exit
@@ -20,7 +20,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from PIL import Image
@@ -33,10 +32,12 @@ from fmnist_lit.data import DatasetError, prepare_raw
 from fmnist_lit.leaderboard import find_jobs, write_leaderboard
 from fmnist_lit.optim import one_cycle_pct_start
 from fmnist_lit.photo import to_fmnist
+from fmnist_lit.synthetic import make_images, write_tiny_root
 from fmnist_lit.train import check_before_writing, run
 from fmnist_lit.utils import UserError, write_json
 from fmnist_lit.validate import check_eval_config, check_train_config
-from tests.conftest import ROOT, TINY, compose_cfg, make_images, run_script, write_tiny_root
+from tests import helpers
+from tests.helpers import ROOT, TINY, assert_one_error_line, compose_cfg, fake_job, run_script
 
 ENV = {**os.environ, "PYTHONWARNINGS": "ignore"}
 NO_GPU = pytest.mark.skipif(
@@ -67,36 +68,15 @@ BAD_COMPOSITION = [
 ]
 
 
-def error_lines(stderr: str) -> list[str]:
-    return [line for line in stderr.splitlines() if line.startswith("error:")]
-
-
-def assert_one_error_line(proc: subprocess.CompletedProcess, message: str) -> None:
-    assert proc.returncode == 2, proc.stderr[-3000:]
-    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
-    lines = error_lines(proc.stderr)
-    assert len(lines) == 1 and message in lines[0], proc.stderr[-3000:]
-
-
 def cli(script: str, tmp_path: Path, *args: str, **kw) -> subprocess.CompletedProcess:
-    """`python <script> args` from tmp_path (tests.conftest.run_script)."""
+    """`python <script> args` from tmp_path (helpers.run_script)."""
     return run_script(script, *args, cwd=tmp_path, **kw)
 
 
 def train_cli(tmp_path: Path, root: Path, *overrides: str, run_dir: Path | None = None, **kw):
-    run_dir = run_dir or tmp_path / "run"
-    return cli(
-        "train.py",
-        tmp_path,
-        f"data.root={root}",
-        *TINY,
-        "logger=csv",
-        "report.enabled=false",
-        "model=mlp",
-        f"hydra.run.dir={run_dir}",
-        *overrides,
-        **kw,
-    ), run_dir
+    """helpers.train_cli with a flat MLP, a CSV log and no report."""
+    flat = ("logger=csv", "report.enabled=false", "model=mlp")
+    return helpers.train_cli(tmp_path, root, *flat, *overrides, run_dir=run_dir, **kw)
 
 
 def compose_eval(overrides: list[str]):
@@ -133,7 +113,8 @@ def test_good_settings_pass(tmp_path, tiny_root):
 def test_bad_setting_cli_is_one_line_and_writes_nothing(tmp_path, tiny_root, override, message):
     proc, run_dir = train_cli(tmp_path, tiny_root, override)
     assert_one_error_line(proc, message)
-    assert not run_dir.exists()  # refused before Hydra created the run folder
+    # refused before Hydra created the run folder
+    assert not run_dir.exists()
 
 
 @pytest.mark.parametrize("override, message", BAD_COMPOSITION[:-1])
@@ -185,21 +166,24 @@ def test_raw_file_is_a_directory(tmp_path):
 def test_decompressing_into_an_unwritable_root(tmp_path, monkeypatch, err, message):
     monkeypatch.setattr(data_mod, "SYSTEM_DIR", _gz_copy(tmp_path))
 
-    def fail(src, dst, *a):  # the first write fails as the OS would
+    # the first write fails as the OS would
+    def fail(src, dst, *a):
         raise OSError(err, os.strerror(err), dst.name)
 
     monkeypatch.setattr(data_mod.shutil, "copyfileobj", fail)
     with pytest.raises(DatasetError, match=message) as e:
         prepare_raw(tmp_path / "root", download=False, check_md5=False)
     assert "\n" not in str(e.value)
-    assert not list((tmp_path / "root").rglob("*.part"))  # no partial file left behind
+    # no partial file left behind
+    assert not list((tmp_path / "root").rglob("*.part"))
 
 
 def test_unreadable_root(tmp_path, monkeypatch):
     root = write_tiny_root(tmp_path / "r")
     real_stat = os.stat
 
-    def stat(path, *a, **k):  # root bypasses chmod, so the OS's answer for `chmod 000 root` is injected
+    # root bypasses chmod, so the OS's answer for `chmod 000 root` is injected
+    def stat(path, *a, **k):
         if str(path).startswith(str(root)):
             raise PermissionError(errno.EACCES, "Permission denied", str(path))
         return real_stat(path, *a, **k)
@@ -332,24 +316,17 @@ def test_metrics_json_is_strict(tmp_path):
     }
 
 
-def _job(sweep: Path, num: int, overrides: list[str], metrics_text: str | None) -> None:
-    d = sweep / str(num)
-    (d / ".hydra").mkdir(parents=True)
-    (d / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
-    if metrics_text is not None:
-        (d / "metrics.json").write_text(metrics_text)
-
-
 def test_leaderboard_lists_truncated_or_nan_metrics_as_failed(tmp_path):
     good = json.dumps(
         {"test_acc": 0.9, "val_acc_best": 0.9, "params": 1, "epochs_run": 1, "wall_seconds": 1.0, "seed": 0}
     )
-    _job(tmp_path, 0, ["seed=0"], good)
-    _job(tmp_path, 1, ["seed=1"], good[:25])  # truncated: the job was killed while writing
-    _job(tmp_path, 2, ["seed=2"], '{"test_acc": NaN}')  # written before metrics.json was strict
-    _job(
-        tmp_path, 3, ["seed=3"], '{"test_acc": 0.9, "val_acc_best": "0.9"}'
-    )  # the ranking key, edited by hand
+    fake_job(tmp_path, 0, ["seed=0"], good)
+    # truncated: the job was killed while writing
+    fake_job(tmp_path, 1, ["seed=1"], good[:25])
+    # written before metrics.json was strict
+    fake_job(tmp_path, 2, ["seed=2"], '{"test_acc": NaN}')
+    # the ranking key, edited by hand
+    fake_job(tmp_path, 3, ["seed=3"], '{"test_acc": 0.9, "val_acc_best": "0.9"}')
     summaries, failed = write_leaderboard(tmp_path)
     assert summaries[0]["n"] == 1 and [j.path.name for j in failed] == ["1", "2", "3"]
     assert "truncated or not JSON" in failed[0].error and "diverged" in failed[1].error
@@ -390,8 +367,9 @@ def test_existing_run_folder_is_refused_before_writing(tmp_path, tiny_root):
         check_before_writing(compose_cfg(tmp_path, tiny_root), tmp_path)
 
 
-REFUSED = [  # a plain setting; one of a callback whose other settings hold ${paths.output_dir}; one whose settings hold
-    # ${hydra:runtime.choices.model} (the CLI resolves it from the composed config, before the job starts)
+# a plain setting; one of a callback whose other settings hold ${paths.output_dir}; one whose settings hold
+# ${hydra:runtime.choices.model} (the CLI resolves it from the composed config, before the job starts)
+REFUSED = [
     ("callbacks.ema.decay=1.5", "callbacks.ema: Invalid decay value 1.5"),
     ("callbacks.model_checkpoint.mode=maxx", "callbacks.model_checkpoint: `mode` can be min, max"),
     ("callbacks.report.graph=maybe", "callbacks.report: graph must be true or false, got 'maybe'"),
@@ -404,7 +382,8 @@ def test_a_callback_refusing_a_value_is_refused_before_writing(tmp_path, tiny_ro
     with pytest.raises(UserError, match="^" + re.escape(message)):
         check_before_writing(cfg, tmp_path / "run")
     check_before_writing(compose_cfg(tmp_path / "run", tiny_root, ["experiment=resnet"]), tmp_path / "run")
-    assert not (tmp_path / "run").exists()  # building the checkpoint callbacks made no folder
+    # building the checkpoint callbacks made no folder
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.slow
@@ -412,7 +391,8 @@ def test_a_callback_refusing_a_value_is_refused_before_writing(tmp_path, tiny_ro
 def test_a_callback_refusing_a_value_cli_writes_nothing(tmp_path, tiny_root, override, message):
     proc, run_dir = train_cli(tmp_path, tiny_root, "experiment=resnet", override)
     assert_one_error_line(proc, message)
-    assert not run_dir.exists()  # before: the run folder was left holding train.log
+    # before: the run folder was left holding train.log
+    assert not run_dir.exists()
 
 
 @pytest.mark.slow
@@ -422,7 +402,8 @@ def test_rerun_into_a_run_folder_changes_nothing(tmp_path, tiny_root):
     before = _snapshot(run_dir)
     proc, _ = train_cli(tmp_path, tiny_root, "seed=1")
     assert_one_error_line(proc, "metrics.json already exists: choose a new hydra.run.dir")
-    assert _snapshot(run_dir) == before  # .hydra/ and train.log included
+    # .hydra/ and train.log included
+    assert _snapshot(run_dir) == before
 
     ckpt = str(run_dir / "checkpoints" / "last.ckpt")
     ev = [f"ckpt_path={ckpt}", f"data.root={tiny_root}", "report.enabled=false", "threads=1"]
@@ -441,7 +422,7 @@ def test_rerun_into_a_run_folder_changes_nothing(tmp_path, tiny_root):
 @pytest.mark.slow
 def test_second_sweep_into_a_sweep_folder_is_refused(tmp_path, tiny_root):
     sweep = tmp_path / "sweep"
-    _job(sweep, 0, ["seed=0"], json.dumps({"test_acc": 0.5}))
+    fake_job(sweep, 0, ["seed=0"], {"test_acc": 0.5})
     before = _snapshot(sweep)
     proc = cli(
         "train.py",
@@ -495,7 +476,8 @@ def _bad_label(line: str) -> str:
 def test_csv_faults(tmp_path, csv_lines, case, message):
     header, rows = csv_lines[0], csv_lines[1:]
     text = {
-        "bom_no_header": "\ufeff" + "\n".join(rows),  # the first row must not be taken for a header
+        # the first row must not be taken for a header
+        "bom_no_header": "\ufeff" + "\n".join(rows),
         "hash_line": "\n".join([header, rows[0], "# exported by a spreadsheet", *rows[1:]]),
         "blank_then_bad": "\n".join([header, rows[0], "", rows[1], _bad_label(rows[2])]),
         "huge_field": "\n".join([header, rows[0], "1" * 200_000 + "," + rows[1].split(",", 1)[1]]),
@@ -607,7 +589,8 @@ def test_ctrl_c_ends_with_the_resume_hint(tmp_path, tiny_root):
 
 def test_decompression_bomb_image_is_one_line(tmp_path, monkeypatch):
     Image.new("L", (40, 40)).save(tmp_path / "bomb.png")
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 500)  # 1,600 pixels > 2 x the limit: PIL's bomb error
+    # 1,600 pixels > 2 x the limit: PIL's bomb error
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 500)
     with pytest.raises(UserError, match="bomb.png: refused as a possible decompression bomb"):
         to_fmnist(tmp_path / "bomb.png")
 
@@ -640,11 +623,13 @@ def test_ddp_sweep_with_a_failing_job_goes_on_and_leaves_no_process(tmp_path, ti
         "callbacks.model_checkpoint.monitor=val/acuracy,val/acc",
         timeout=600,
     )
-    assert proc.returncode == 1, proc.stderr[-3000:]  # was SIGKILLed (137)
+    # was SIGKILLed (137)
+    assert proc.returncode == 1, proc.stderr[-3000:]
     jobs = find_jobs(sweep)
     assert [j.failed for j in jobs] == [True, False]
     assert "monitor='val/acuracy'" in jobs[0].error and jobs[1].metrics["epochs_run"] == 1
     md = (sweep / "leaderboard.md").read_text()
     assert "Failed jobs: 1" in md and "callbacks.model_checkpoint.monitor=val/acuracy" in md
     assert "1 failed job(s)" in proc.stderr
-    assert _processes_mentioning(str(sweep)) == []  # no rank outlives the sweep
+    # no rank outlives the sweep
+    assert _processes_mentioning(str(sweep)) == []

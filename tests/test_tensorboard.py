@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 
 from fmnist_lit.loggers import run_label, trial_name
 from fmnist_lit.train import run
-from tests.conftest import compose_cfg
+from tests.helpers import compose_cfg
 
 
 @pytest.fixture(scope="module")
