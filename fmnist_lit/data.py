@@ -18,6 +18,7 @@ import argparse
 import errno
 import gzip
 import hashlib
+import logging
 import shutil
 import struct
 import sys
@@ -46,6 +47,9 @@ CLASSES = [
     "Bag",
     "Ankle boot",
 ]
+log = logging.getLogger(__name__)
+# data folders whose origin this process has logged (prepare_data and every setup stage come here)
+_SAID: set[Path] = set()
 SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
 # md5 of the *uncompressed* official files (the Debian .gz files are recompressed, so their md5s differ).
 MD5 = {
@@ -155,8 +159,11 @@ def prepare_raw(root: str | Path, download: bool = True, check_md5: bool = True)
 def _prepare_raw(root: Path, download: bool, check_md5: bool) -> Path:
     raw = root / "FashionMNIST" / "raw"
     missing = [n for n in MD5 if not (raw / n).exists()]
+    # where the data comes from, said once per run (a mistyped data.root is filled with a fresh copy: say where)
+    source = "the files already there"
     if missing:
         if all((SYSTEM_DIR / f"{n}.gz").exists() for n in MD5):
+            source = f"a copy of {SYSTEM_DIR} (Debian's dataset-fashion-mnist), made now"
             raw.mkdir(parents=True, exist_ok=True)
             for n in MD5:
                 if not (raw / n).exists():
@@ -171,6 +178,7 @@ def _prepare_raw(root: Path, download: bool, check_md5: bool) -> Path:
                         raise
                     tmp.rename(raw / n)
         elif download:
+            source = "torchvision's download, made now"
             try:
                 FashionMNIST(str(root), train=True, download=True)
                 FashionMNIST(str(root), train=False, download=True)
@@ -189,6 +197,9 @@ def _prepare_raw(root: Path, download: bool, check_md5: bool) -> Path:
         verify_raw(raw, check_md5)
     except DatasetError as e:
         raise DatasetError(f"{e}. " + _fixes(root)) from None
+    if raw.resolve() not in _SAID:
+        _SAID.add(raw.resolve())
+        log.info("data: %s, from %s", raw.resolve(), source)
     return raw
 
 
