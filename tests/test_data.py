@@ -259,3 +259,13 @@ def test_csv_datamodule(tmp_path):
     dm.prepare_data()
     dm.setup()
     assert len(dm.train_x) == 270 and len(dm.val_x) == 30 and len(dm.test_x) == 50
+
+
+def test_the_data_source_is_logged_once(tmp_path, tiny_root, caplog, monkeypatch):
+    """A run says where its data is and where it came from (a mistyped data.root gets a fresh copy: visible)."""
+    caplog.set_level("INFO", logger="fmnist_lit.data")
+    monkeypatch.setattr(D, "_SAID", set())
+    for _ in range(3):
+        D.prepare_raw(tiny_root, download=False, check_md5=False)
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("data: ")]
+    assert said == [f"data: {(tiny_root / 'FashionMNIST' / 'raw').resolve()}, from the files already there"]
