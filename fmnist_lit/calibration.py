@@ -28,6 +28,8 @@ import torch
 from torch.nn import functional as F
 from torchmetrics.functional.classification import multiclass_calibration_error
 
+from fmnist_lit.data import ImageSet
+
 log = logging.getLogger(__name__)
 # confidence bins for ECE and the reliability diagram (Guo et al.'s choice)
 N_BINS = 15
@@ -93,12 +95,8 @@ def predict_logits(
 
     The run's own Trainer (its precision and device; under DDP every rank takes part, as in any `trainer.predict`:
     a second Trainer would set up collectives that the other ranks never join). callbacks.ReportCallback leaves
-    these predictions out of TensorBoard's test-set figures (it checks `datamodule.predict_set`)."""
-    datamodule.predict_set = (x, y)
-    try:
-        return torch.cat(trainer.predict(model, datamodule=datamodule)).float().cpu()
-    finally:
-        datamodule.predict_set = None
+    these predictions out of TensorBoard's test-set figures (they come from an ImageSet)."""
+    return torch.cat(trainer.predict(model, datamodule=ImageSet(datamodule, x, y))).float().cpu()
 
 
 def calibrate(

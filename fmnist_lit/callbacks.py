@@ -23,7 +23,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from fmnist_lit import plots
 from fmnist_lit.arguments import CONF_DIR
-from fmnist_lit.data import CLASSES
+from fmnist_lit.data import CLASSES, ImageSet
 from fmnist_lit.loggers import hparams_summaries, run_overrides, tb_tag, trial_name, varying_overrides
 from fmnist_lit.utils import UserError
 
@@ -186,10 +186,9 @@ class ReportCallback(L.Callback):
 
     def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         tb, dm = _tensorboard(trainer), trainer.datamodule
-        if tb is None or not trainer.is_global_zero or not self._probs or dm is None:
-            return
-        # not the test set (calibration, robustness)
-        if getattr(dm, "predict_set", None) is not None:
+        # other images than the test set (calibration's validation split, robustness's corrupted test images)
+        test_set = dm is not None and not isinstance(dm, ImageSet)
+        if tb is None or not trainer.is_global_zero or not self._probs or not test_set:
             self._probs, self._targets = [], []
             return
         probs, target = torch.cat(self._probs), torch.cat(self._targets)

@@ -256,9 +256,6 @@ class FashionMNISTDataModule(L.LightningDataModule):
         self._train_loader: TensorBatches | None = None
         # from a checkpoint, for the next train loader
         self._train_loader_state: dict[str, int] | None = None
-        # (uint8 images, labels) that `trainer.predict` runs on instead of the test set, for one call:
-        # fmnist_lit.calibration (the validation split) and fmnist_lit.robustness (corrupted test images)
-        self.predict_set: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def prepare_data(self) -> None:
         # remembered so setup() does not hash the 55 MB again
@@ -352,8 +349,11 @@ class FashionMNISTDataModule(L.LightningDataModule):
         return self._loader(self.test_x, self.test_y, train=False)
 
     def predict_dataloader(self):
-        # the whole test set in its order on every process (not sharded): the report needs every prediction
-        x, y = self.predict_set if self.predict_set is not None else (self.test_x, self.test_y)
+        # the whole test set on every process: the report needs every prediction
+        return self.eval_loader(self.test_x, self.test_y)
+
+    def eval_loader(self, x: torch.Tensor, y: torch.Tensor):
+        """uint8 images x (N, 28, 28) and labels y (N,) in their order, on every process (not sharded)."""
         return self._loader(x, y, train=False, sharded=False)
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
@@ -368,6 +368,23 @@ class FashionMNISTDataModule(L.LightningDataModule):
         if self.hparams.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x, y
+
+
+class ImageSet(L.LightningDataModule):
+    """Other images to predict than the test set (the validation split, corrupted test images), as a DataModule
+    that only predicts: `trainer.predict(model, datamodule=ImageSet(dm, x, y))` runs on uint8 images x (N, 28, 28)
+    with labels y (N,), through `dm`'s loader and per-batch normalisation, like its test set. Lightning applies a
+    DataModule's `on_after_batch_transfer` only to the DataModule it predicts with, hence a DataModule here."""
+
+    def __init__(self, source: FashionMNISTDataModule, x: torch.Tensor, y: torch.Tensor):
+        super().__init__()
+        self.source, self.x, self.y = source, x, y
+
+    def predict_dataloader(self):
+        return self.source.eval_loader(self.x, self.y)
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        return self.source.on_after_batch_transfer(batch, dataloader_idx)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,6 +15,7 @@ from fmnist_lit.batches import normalize_uint8
 from fmnist_lit.calibration import (
     apply_temperature,
     fit_temperature,
+    predict_logits,
     reliability,
     scores,
     stored_temperature,
@@ -55,6 +56,25 @@ def test_reliability_bins_give_torchmetrics_ece():
     assert n == 3_000 and ece == pytest.approx(
         float(multiclass_calibration_error(probs, target, 10, n_bins=15))
     )
+
+
+def test_other_images_are_predicted_as_the_test_set_is(tmp_path, tiny_root):
+    """Through the DataModule's loader and per-batch normalisation, bit for bit, the DataModule left as it was."""
+    import lightning as L
+    from hydra.utils import instantiate
+
+    cfg = compose_cfg(tmp_path, tiny_root, RUN)
+    dm, model = instantiate(cfg.data), instantiate(cfg.model)
+    trainer = L.Trainer(
+        accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False
+    )
+    test = torch.cat(trainer.predict(model, datamodule=dm))
+    state = dict(vars(dm))
+    assert torch.equal(predict_logits(trainer, model, dm, dm.test_x, dm.test_y), test)
+    with torch.no_grad():
+        val = model.eval()(normalize_uint8(dm.val_x))
+    assert torch.equal(predict_logits(trainer, model, dm, dm.val_x, dm.val_y), val)
+    assert vars(dm).keys() == state.keys() and all(vars(dm)[k] is v for k, v in state.items())
 
 
 @pytest.fixture(scope="module")

@@ -84,7 +84,10 @@ def test_tensorboard_has_report_content(runs):
     # one per validation epoch, from 1
     assert [e.step for e in acc.Images("val/confusion_matrix")] == [1, 2]
     # PR curves
-    assert any(t.startswith("test_pr/") for t in acc.Tags()["tensors"])
+    pr = [t for t in acc.Tags()["tensors"] if t.startswith("test_pr/")]
+    assert pr
+    # drawn for the test set only: not again for the calibration's predictions on the validation split
+    assert len(acc.Images("verdict/test_predictions")) == 1 and all(len(acc.Tensors(t)) == 1 for t in pr)
     assert acc.Tags()["graph"]
     # the learning curves open TensorBoard: train/ and val/ first; final numbers under verdict/, no `epoch`
     scalars = set(acc.Tags()["scalars"])
