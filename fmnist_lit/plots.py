@@ -114,10 +114,10 @@ def curves_figure(
     _line(acc_ax, epochs.get("train/acc", {}), "o-", label="train (epoch mean, in training mode)")
     _line(acc_ax, epochs.get("val/acc", {}), "s-", label="validation")
     ce, objective = epochs.get("train/ce", {}), epochs.get("train/loss", {})
-    smoothed = not ce or any(abs(objective[e] - ce[e]) > 1e-6 for e in ce if e in objective)
+    smoothed = any(abs(objective[e] - ce[e]) > 1e-6 for e in ce if e in objective)
     _line(loss_ax, ce, "o-", label="train cross-entropy")
     _line(loss_ax, epochs.get("val/loss", {}), "s-", label="validation cross-entropy")
-    # old runs have no train/ce: their train/loss may include label smoothing
+    # the objective differs from the cross-entropy only with label smoothing
     if smoothed:
         _line(loss_ax, objective, "--", color="0.45", label="train objective (with label smoothing)")
     per_step = steps.get("train/loss_step", {})

@@ -140,20 +140,11 @@ def _per_step(key: str) -> bool:
     return key.startswith("lr-") or key.endswith("_step")
 
 
-def csv_first_epoch(run_dir: Path) -> int:
-    """The number csv/metrics.csv of `run_dir` gives the first epoch: 1 (fmnist_lit.loggers.CSVLogger), or 0 in
-    runs whose config.yaml names Lightning's own CSVLogger (runs made before the project counted from 1 there)."""
-    cfg = run_dir / "config.yaml"
-    return 0 if cfg.is_file() and "lightning.pytorch.loggers.CSVLogger" in cfg.read_text() else 1
-
-
-def read_history(
-    csv_path: Path, first_epoch: int = 1
-) -> tuple[dict[str, dict[int, float]], dict[str, dict[float, float]]]:
+def read_history(csv_path: Path) -> tuple[dict[str, dict[int, float]], dict[str, dict[float, float]]]:
     """csv/metrics.csv -> (per epoch: metric -> {epoch from 1: last value logged in that epoch},
     per step: metric -> {fractional epoch: value} for the learning rate and the per-step loss). Step s (from 0) is
-    at epoch (s + 1) / steps per epoch, so the end of epoch k is at k, where its per-epoch values are drawn.
-    `first_epoch`: what the file's epoch column calls the first epoch (csv_first_epoch)."""
+    at epoch (s + 1) / steps per epoch, so the end of epoch k is at k, where its per-epoch values are drawn. The
+    file counts epochs from 1 (fmnist_lit.loggers.CSVLogger)."""
     epochs: dict[str, dict[int, float]] = {}
     steps: dict[str, dict[int, float]] = {}
     steps_per_epoch = None
@@ -161,7 +152,7 @@ def read_history(
         return epochs, {}
     with csv_path.open(newline="") as f:
         for row in csv.DictReader(f):
-            epoch = int(float(row["epoch"])) + 1 - first_epoch if row.get("epoch") else None
+            epoch = int(float(row["epoch"])) if row.get("epoch") else None
             step = int(float(row["step"])) if row.get("step") else None
             for k, v in row.items():
                 if k in ("epoch", "step") or v in ("", None):
@@ -176,9 +167,6 @@ def read_history(
                         steps_per_epoch = (step + 1) / epoch
     spe = steps_per_epoch or 1.0
     return epochs, {k: {(s + 1) / spe: v for s, v in h.items()} for k, h in steps.items()}
-
-
-# ---- metrics.json ----------------------------------------------------------------------------------------
 
 
 # ---- the report ------------------------------------------------------------------------------------------
@@ -218,7 +206,7 @@ def write_report(
     (out / "classification_report.md").write_text(report_markdown(rep))
 
     history = Path(history_dir or run_dir)
-    hist, steps = read_history(history / "csv" / "metrics.csv", csv_first_epoch(history))
+    hist, steps = read_history(history / "csv" / "metrics.csv")
     if hist.get("train/acc") or hist.get("val/acc"):
         selected = tested_epoch(metrics)
         label = (

@@ -16,7 +16,7 @@ from fmnist_lit import console, plots
 from fmnist_lit.callbacks import Checkpoint, sweep_hparams
 from fmnist_lit.console import EpochLog, NetSummary, quiet_third_party, resume_command
 from fmnist_lit.loggers import run_label, tb_tag
-from fmnist_lit.report import csv_first_epoch, read_history
+from fmnist_lit.report import read_history
 from fmnist_lit.report_page import report_page, selection_sentence
 
 
@@ -185,13 +185,6 @@ def test_history_splits_epochs_and_steps(tmp_path):
     epochs, steps = read_history(csv)
     # epochs from 1
     assert epochs == {"val/acc": {1: 0.8, 2: 0.9}, "train/acc": {1: 0.7, 2: 0.85}}
-    # a run from before the CSV counted from 1 (its config.yaml names Lightning's CSVLogger)
-    (tmp_path / "config.yaml").write_text(
-        "logger:\n  csv:\n    _target_: lightning.pytorch.loggers.CSVLogger\n"
-    )
-    old = tmp_path / "old.csv"
-    old.write_text("epoch,step,val/acc\n0,19,0.8\n1,39,0.9\n")
-    assert read_history(old, csv_first_epoch(tmp_path))[0] == {"val/acc": {1: 0.8, 2: 0.9}}
     # 20 steps per epoch
     assert steps == {
         "lr-AdamW": {0.5: 0.001, 1.5: 0.002},
