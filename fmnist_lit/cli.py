@@ -17,12 +17,12 @@ import functools
 import logging
 import os
 import re
+import string
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
-import torch
 from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
 from hydra.experimental.callback import Callback
 from hydra.utils import get_method
@@ -58,6 +58,9 @@ def set_threads(threads: int | None) -> None:
     set cores // processes per node) and the ranks it starts inherit it: every layout of a world size (1 node of 2
     devices, 2 nodes of 1) then runs the same threads per process, and CPU kernels, whose sums depend on the thread
     count, train the same weights. Without `threads`, OMP_NUM_THREADS is as the shell set it."""
+    # imported here: `--help` and the entry points' argument checks run without torch (fmnist_lit.cli stays light)
+    import torch
+
     if threads is None:
         torch.set_num_threads(os.cpu_count() or 1)
         if SHELL_OMP_NUM_THREADS is None:
@@ -121,6 +124,43 @@ def hydra_error_line(e: Exception, argv: list[str]) -> str:
     if isinstance(e, OverrideParseException):
         return f"{e.override}: not a valid override ({line})"
     return line
+
+
+HELP_FLAGS = ("--help", "-h")
+
+
+def help_only() -> bool:
+    """True when the command line asks for `--help`: answered without importing the task's module (torch,
+    Lightning: seconds)."""
+    return any(a in HELP_FLAGS for a in sys.argv[1:])
+
+
+def print_help(config_name: str) -> None:
+    """The entry point's `--help` (its `hydra.help.template` in conf/), without Hydra's own rendering, which
+    composes every option of every config group to list them (seconds): the groups are read from conf/'s folders,
+    and the config is composed once, with the other arguments as overrides."""
+    from hydra import compose, initialize_config_dir
+
+    overrides = [a for a in sys.argv[1:] if a not in HELP_FLAGS]
+    try:
+        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+            cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
+    except (ConfigCompositionException, OverrideParseException) as e:
+        fail(hydra_error_line(e, overrides))
+    groups = sorted(p.name for p in Path(CONF_DIR).iterdir() if p.is_dir() and p.name != "hydra")
+    listing = (
+        "\n".join(
+            f"{g}: {', '.join(sorted(o.stem for o in (Path(CONF_DIR) / g).glob('*.yaml')))}" for g in groups
+        )
+        + "\n"
+    )
+    # as written, interpolations unresolved (`??? ` for what must be given)
+    app = OmegaConf.to_yaml(OmegaConf.masked_copy(cfg, [k for k in cfg.keys() if k != "hydra"]))  # noqa: SIM118
+    text = string.Template(str(cfg.hydra.help.template)).safe_substitute(
+        APP_CONFIG_GROUPS=listing, CONFIG=app, HYDRA_CONFIG_GROUPS="", FLAGS_HELP=""
+    )
+    print(text)
+    sys.exit(0)
 
 
 def run_hydra_app(main: Callable[[], Any]) -> None:

@@ -22,8 +22,10 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from fmnist_lit.sweep import SWEEP_JOB_ENV
 from fmnist_lit.utils import UserError
+
+# set for a sweep job's child process (fmnist_lit/sweep.py): it records its own failure (error.txt)
+SWEEP_JOB_ENV = "FMNIST_LIT_SWEEP_JOB"
 
 # what to do about the errors os.mkdir gives for a folder the user named
 FIXES = {

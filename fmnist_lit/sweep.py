@@ -34,13 +34,12 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, open_dict
 
 from fmnist_lit.leaderboard import PRUNED, find_jobs, write_leaderboard
+from fmnist_lit.run_folder import SWEEP_JOB_ENV
 
 log = logging.getLogger(__name__)
 ERROR_FILE = "error.txt"
 # set by Lightning's launcher
 DDP_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
-# set for a job's child process: it records its own failure (error.txt)
-SWEEP_JOB_ENV = "FMNIST_LIT_SWEEP_JOB"
 # how long rank 0 waits for the other ranks of a finished run before killing them
 RANK_EXIT_SECONDS = 60
 
