@@ -289,7 +289,7 @@ def test_resume_with_larger_max_epochs_cli(tmp_path, tiny_root):
         f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}",
         run_dir=tmp_path / "resumed",
     )
-    assert_one_error_line(proc, "OneCycle schedule was planned for 4 steps, this run needs 12")
+    assert_one_error_line(proc, "LR schedule was planned for 4 steps, this run needs 12")
 
 
 # ---- divergence, strict metrics.json, leaderboard -----------------------------------------------------------------

@@ -10,22 +10,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers import TINY, assert_one_error_line, run_script
+from tests.helpers import TINY, assert_one_error_line, run_script, train_cli
 
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory, tiny_root) -> Path:
     """A finished tiny mlp run (metrics.json, checkpoints/)."""
-    run = tmp_path_factory.mktemp("finished") / "run"
-    proc = run_script(
-        "train.py",
-        f"data.root={tiny_root}",
-        *TINY,
-        "model=mlp",
-        "logger=csv",
-        "report.enabled=false",
-        f"hydra.run.dir={run}",
-    )
+    folder = tmp_path_factory.mktemp("finished")
+    proc, run = train_cli(folder, tiny_root, "model=mlp", "logger=csv", "report.enabled=false")
     assert proc.returncode == 0, proc.stderr[-3000:]
     return run
 
