@@ -111,6 +111,11 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
         "must be a number in (0, 1): the fraction of the steps spent warming up",
     ),
     (
+        "scheduler.warmup_pct",
+        lambda v: _number(v) and 0 <= v < 1,
+        "must be a number in [0, 1): the fraction of the steps spent warming up",
+    ),
+    (
         "trainer.strategy",
         lambda v: not (isinstance(v, str) and v.startswith(("ddp_spawn", "ddp_fork", "ddp_notebook"))),
         (

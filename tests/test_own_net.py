@@ -5,6 +5,7 @@ is still refused, whatever it says."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -87,8 +88,6 @@ def checkout_copy(dest: Path) -> Path:
 
 
 def cli(cwd: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    import os
-
     base = {k: v for k, v in os.environ.items() if k != TRUST_ENV}
     return subprocess.run(
         [sys.executable, *args],
