@@ -16,7 +16,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint
+from lightning.pytorch.callbacks import EMAWeightAveraging
 from lightning.pytorch.loggers import MLFlowLogger, TensorBoardLogger
 from lightning.pytorch.trainer.states import TrainerFn
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -204,22 +204,6 @@ class ReportCallback(L.Callback):
         tb.experiment.add_figure(tb_tag("test/predictions"), fig, global_step=step)
         tb.experiment.flush()
         self._probs, self._targets = [], []
-
-
-class Checkpoint(ModelCheckpoint):
-    """ModelCheckpoint whose `{epoch}` in file names counts from 1, like the console, the report and metrics.json
-    (Lightning's counts from 0): `epoch002-...ckpt` holds the weights after the second epoch."""
-
-    def format_checkpoint_name(
-        self,
-        metrics: dict[str, Any],
-        filename: str | None = None,
-        ver: int | None = None,
-        prefix: str | None = None,
-    ) -> str:
-        if "epoch" in metrics:
-            metrics = {**metrics, "epoch": metrics["epoch"] + 1}
-        return super().format_checkpoint_name(metrics, filename, ver, prefix)
 
 
 class NonFiniteLossError(UserError):

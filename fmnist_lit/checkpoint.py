@@ -1,4 +1,5 @@
-"""Checkpoint -> model, for eval.py, predict.py and the scripts (and resuming in train.py).
+"""Reading a checkpoint back into a model, for eval.py, predict.py and the scripts (and resuming in train.py);
+checkpoints are written during training by fmnist_lit/resume.py.
 
 A checkpoint is read with `torch.load(weights_only=True)` whatever the environment says
 (TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD only overrides calls that do not pass it), so no pickled code runs. The model is

@@ -1,13 +1,15 @@
-"""What makes `last.ckpt` an exact resume point: kill -9 at any moment, resume with `ckpt_path=.../last.ckpt`, and
+"""Writing checkpoints during training (reading one back into a model is fmnist_lit/checkpoint.py): their names,
+and what makes `last.ckpt` an exact resume point: kill -9 at any moment, resume with `ckpt_path=.../last.ckpt`, and
 the run ends with the same weights as one that was never interrupted (same machine).
 
+- Checkpoint (callbacks=every_epoch): Lightning's ModelCheckpoint with `{epoch}` in file names counted from 1.
 - AtomicCheckpointIO (trainer.plugins): a checkpoint goes to a temporary file in its own folder, is fsynced and
   renamed over its name, so `last.ckpt` is always a whole checkpoint, the previous or the new one. Ctrl-C during
   the write is held until the file is whole (torch.save interrupted mid-zip raises a RuntimeError instead of the
   KeyboardInterrupt, a traceback instead of the resume hint). Every checkpoint Lightning reads (the resume, the
   best one to test) is read with `weights_only=True`. The writer holds a lock (flock) on its temporary file, so a
   temporary file nobody holds is what a killed write left: reading a checkpoint (a resume) removes those beside it.
-- ResumableCheckpoint (callbacks.model_checkpoint): Lightning's ModelCheckpoint, plus last.ckpt every
+- ResumableCheckpoint (callbacks.model_checkpoint): that Checkpoint, plus last.ckpt every
   `save_last_every_n_steps` optimiser steps and at every epoch end (Lightning writes it only with a new best),
   the RNG states (torch, CUDA, numpy, python) saved with it and restored when training starts, and the record
   of the best checkpoints kept when a run resumes into a new folder (Lightning keeps only the path, so a worse
@@ -36,10 +38,9 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-# `{epoch}` in file names counted from 1
-from fmnist_lit.callbacks import Checkpoint
 from fmnist_lit.utils import UserError
 
 log = logging.getLogger(__name__)
@@ -208,6 +209,22 @@ def set_rng_states(states: dict[str, Any]) -> None:
     np.random.set_state((name, np.array(keys, dtype=np.uint32), *rest))
     if "cuda" in states and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(states["cuda"])
+
+
+class Checkpoint(ModelCheckpoint):
+    """ModelCheckpoint whose `{epoch}` in file names counts from 1, like the console, the report and metrics.json
+    (Lightning's counts from 0): `epoch002-...ckpt` holds the weights after the second epoch."""
+
+    def format_checkpoint_name(
+        self,
+        metrics: dict[str, Any],
+        filename: str | None = None,
+        ver: int | None = None,
+        prefix: str | None = None,
+    ) -> str:
+        if "epoch" in metrics:
+            metrics = {**metrics, "epoch": metrics["epoch"] + 1}
+        return super().format_checkpoint_name(metrics, filename, ver, prefix)
 
 
 class ResumableCheckpoint(Checkpoint):
