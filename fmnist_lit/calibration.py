@@ -94,8 +94,8 @@ def predict_logits(
     """`trainer.predict` on (uint8 images x, labels y) instead of the test set -> (N, C) float32 logits.
 
     The run's own Trainer (its precision and device; under DDP every rank takes part, as in any `trainer.predict`:
-    a second Trainer would set up collectives that the other ranks never join). callbacks.ReportCallback leaves
-    these predictions out of TensorBoard's test-set figures (they come from an ImageSet)."""
+    a second Trainer would set up collectives that the other ranks never join). The TensorBoardReport callback
+    leaves these predictions out of TensorBoard's test-set figures (they come from an ImageSet)."""
     return torch.cat(trainer.predict(model, datamodule=ImageSet(datamodule, x, y))).float().cpu()
 
 

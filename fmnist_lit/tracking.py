@@ -1,10 +1,11 @@
 """MLflow experiment tracking (`logger=mlflow`): a local SQLite store, no server.
 
 During the run Lightning's MLFlowLogger records the curves TensorBoard shows (`train/*` every
-`trainer.log_every_n_steps` steps, `val/*` per epoch, the learning rate), and ReportCallback the swept settings as
-params (fmnist_lit/callbacks.py). After the test, `publish_results` adds what the run folder holds: the numbers of
-`metrics.json` as metrics, and `config.yaml`, `metrics.json`, `report/` and the selected checkpoint as artifacts,
-laid out as in the run folder, so a downloaded run works with `eval.py` and `predict.py`.
+`trainer.log_every_n_steps` steps, `val/*` per epoch, the learning rate), and the TensorBoardReport callback the
+swept settings as params (fmnist_lit/tensorboard_report.py). After the test, `publish_results` adds what the run
+folder holds: the numbers of `metrics.json` as metrics, and `config.yaml`, `metrics.json`, `report/` and the
+selected checkpoint as artifacts, laid out as in the run folder, so a downloaded run works with `eval.py` and
+`predict.py`.
 
 Each run is named after its overrides, as in TensorBoard (loggers.run_label); a sweep (`-m`) is one experiment named
 after its folder (`outputs/multirun/<date>/<time>`), single runs share `experiment_name`.

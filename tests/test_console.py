@@ -13,12 +13,12 @@ import torch
 from omegaconf import OmegaConf
 
 from fmnist_lit import console, plots
-from fmnist_lit.callbacks import sweep_hparams
 from fmnist_lit.console import EpochLog, NetSummary, quiet_third_party, resume_command
 from fmnist_lit.loggers import run_label, tb_tag
 from fmnist_lit.report import read_history
 from fmnist_lit.report_page import report_page, selection_sentence
 from fmnist_lit.resume import Checkpoint
+from fmnist_lit.tensorboard_report import sweep_hparams
 
 
 def fake_trainer(epoch: int, max_epochs: int, metrics: dict) -> types.SimpleNamespace:

@@ -41,7 +41,7 @@ def test_run_is_recorded(tmp_path, tiny_root):
     assert "model=mlp" in found.info.run_name and "trainer.max_epochs=2" in found.info.run_name
     assert "logger" not in found.info.run_name and "threads" not in found.info.run_name
     assert found.data.tags["run_dir"] == str(out)
-    # params: the TensorBoard HParams columns (callbacks.sweep_hparams)
+    # params: the TensorBoard HParams columns (tensorboard_report.sweep_hparams)
     params = found.data.params
     assert params["model"] == "mlp" and params["optimizer/lr"] == "0.002" and params["seed"] == "0"
     assert params["batch_size"] == "32" and params["max_epochs"] == "2"
