@@ -100,7 +100,7 @@ def assess(
         )
     metrics["calibration"] = calibrate(trainer, model, datamodule, logits, temperature)
     if corruptions:
-        metrics["robustness"] = robustness.sweep(trainer, model, datamodule)
+        metrics["robustness"] = robustness.evaluate_corruptions(trainer, model, datamodule)
     return Assessment(logits, target, metrics)
 
 

@@ -123,7 +123,9 @@ def corrupt(x: torch.Tensor, name: str, severity: int) -> torch.Tensor:
     return fn(x, levels[severity - 1], g)
 
 
-def sweep(trainer: L.Trainer, model: L.LightningModule, datamodule: Any) -> dict[str, Any] | None:
+def evaluate_corruptions(
+    trainer: L.Trainer, model: L.LightningModule, datamodule: Any
+) -> dict[str, Any] | None:
     """metrics.json's `robustness`: test accuracy clean and per corruption and severity, and the seconds it took.
     None (with a warning) when the trainer predicts only part of the data (fast_dev_run, limit_predict_batches)."""
     t0 = time.perf_counter()

@@ -44,7 +44,7 @@ def test_integer_shift_moves_pixels_exactly():
     assert torch.equal(_warp(X, torch.zeros(n), torch.full((n,), -2.0), torch.full((n,), 3.0)), want)
 
 
-def test_sweep_in_the_run_report(tmp_path, tiny_root):
+def test_corruptions_in_the_run_report(tmp_path, tiny_root):
     m = run(
         compose_cfg(
             tmp_path, tiny_root, ["model=mlp", "logger=csv", "trainer.max_epochs=1", "report.robustness=true"]
@@ -65,7 +65,7 @@ def test_sweep_in_the_run_report(tmp_path, tiny_root):
 
 
 @pytest.mark.slow
-def test_sweep_through_eval_of_a_run_without_it(tmp_path, tiny_root):
+def test_corruptions_through_eval_of_a_run_without_it(tmp_path, tiny_root):
     m = run(compose_cfg(tmp_path / "run", tiny_root, ["model=mlp", "logger=csv", "trainer.max_epochs=1"]))
     assert "robustness" not in m and not (tmp_path / "run" / "report" / "robustness.png").exists()
     assert (
