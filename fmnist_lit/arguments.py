@@ -1,25 +1,30 @@
-"""The command-line forms of eval.py and export.py, read before Hydra sees them.
+"""The command lines of eval.py, export.py and predict.py, read before Hydra or torch sees them.
 
-Both take `key=value` over their own config (conf/eval.yaml, conf/export.yaml), as train.py does; predict.py
-takes the checkpoint and images as plain arguments. So that either habit works where it is unambiguous:
-- a lone checkpoint (`python eval.py run/checkpoints/last.ckpt`) means `ckpt_path=...`;
+eval.py and export.py take `key=value` over their own config (conf/eval.yaml, conf/export.yaml), as train.py does;
+predict.py takes the checkpoint and images as plain arguments (`predict_args`). So that either habit works where it
+is unambiguous:
+- a lone checkpoint (`python eval.py run/checkpoints/last.ckpt`) means `ckpt_path=...`, and predict.py takes
+  `ckpt_path=...` as its checkpoint;
 - no checkpoint at all is one usage line, not OmegaConf's report of a missing value;
 - a key the script does not have (`model=mlp`, train.py's) is refused as such, instead of Hydra's advice to add
   it with `+model=mlp`.
-Light on imports: this runs before torch is loaded.
+Light on imports: this runs before torch is loaded, so `--help` and usage mistakes are answered at once.
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import yaml
 
 from fmnist_lit.utils import UserError
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+# below this top-class probability predict.py flags a prediction low-confidence
+MIN_CONFIDENCE = 0.5
 
 
 def own_keys(config_name: str) -> set[str]:
@@ -81,3 +86,51 @@ def rewrite_argv(script: str, config_name: str) -> None:
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with its complaints as one `error:` line (usage included), exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"error: {message} ({' '.join(self.format_usage().split())})", file=sys.stderr)
+        sys.exit(2)
+
+
+def _positional(argv: list[str]) -> list[str]:
+    """eval.py's and export.py's form `ckpt_path=X` accepted too: it becomes the first argument."""
+    keyed = [a for a in argv if a.startswith("ckpt_path=")]
+    if len(keyed) != 1:
+        return argv
+    return [keyed[0].partition("=")[2], *(a for a in argv if a != keyed[0])]
+
+
+def predict_args(argv: list[str]) -> argparse.Namespace:
+    """predict.py's command line. `--help` and a usage mistake (one `error:` line, exit status 2) end the
+    process here."""
+    ap = _Parser(prog="predict.py", description="Classify images with a fmnist-lit checkpoint.")
+    ap.add_argument(
+        "ckpt_path",
+        help="a checkpoint of a train.py run (<run>/checkpoints/*.ckpt) or export.py's .onnx; "
+        "ckpt_path=PATH (eval.py's form) works too",
+    )
+    ap.add_argument("images", nargs="+", help="image files and/or folders of images")
+    ap.add_argument(
+        "--invert",
+        choices=["auto", "yes", "no"],
+        default="auto",
+        help="make the object light on dark like Fashion-MNIST (auto: if the background is light)",
+    )
+    ap.add_argument("--csv", help="also write the predictions (all ten probabilities) to this CSV file")
+    ap.add_argument(
+        "--save-inputs", metavar="DIR", help="write the 28x28 images the model received, and a mosaic"
+    )
+    ap.add_argument(
+        "--min-confidence",
+        type=float,
+        default=MIN_CONFIDENCE,
+        help="flag predictions whose top probability is below this (default: %(default)s)",
+    )
+    args = ap.parse_args(_positional(argv))
+    if not 0 <= args.min_confidence <= 1:
+        ap.error(f"--min-confidence {args.min_confidence}: must be a probability in [0, 1]")
+    return args

@@ -10,9 +10,8 @@ extra file `metadata.json`): class names, temperature, input and output descript
 
 Before the file gets its final name, the first `parity_images` official test images go through it and through the
 checkpoint's own fp32 forward pass: every argmax must agree and probabilities differ by less than PARITY_ATOL,
-else the export is an error and the file is removed. An existing output file is never overwritten.
-
-`load_predictor` serves predict.py: a checkpoint (its stored temperature applied) or an exported .onnx file.
+else the export is an error and the file is removed. An existing output file is never overwritten. An .onnx file
+is read back as predict.py reads it (fmnist_lit/predictor.py).
 """
 
 from __future__ import annotations
@@ -37,16 +36,14 @@ from fmnist_lit.calibration import stored_temperature
 from fmnist_lit.checkpoint import load_model, locate, read_checkpoint, run_config
 from fmnist_lit.cli import CONF_DIR, exit_on_user_error, set_threads
 from fmnist_lit.data import CLASSES
+from fmnist_lit.predictor import PRODUCER, onnx_runner, scaled
 from fmnist_lit.utils import UserError
 
 log = logging.getLogger(__name__)
 # max |probability difference| allowed between the exported model and the checkpoint (fp32)
 PARITY_ATOL = 1e-4
-PRODUCER = "fmnist-lit export.py"
 INPUT = "(N, 1, 28, 28) float32 in [0, 1] (pixel / 255), light garment on black; normalisation is inside"
 SUFFIX = {"onnx": ".onnx", "torchscript": ".pt"}
-# uint8 (N, 28, 28) -> (N, 10) probabilities
-Predictor = Callable[[torch.Tensor], torch.Tensor]
 
 
 class Exported(nn.Module):
@@ -63,11 +60,6 @@ class Exported(nn.Module):
         # (N, 1, 28, 28) in [0, 1] -> (N, 10)
         logits = self.net((x - MEAN) / STD)
         return logits, (logits / self.temperature).softmax(-1)
-
-
-def _scaled(x: torch.Tensor) -> torch.Tensor:
-    # uint8 (N, 28, 28) -> (N, 1, 28, 28) in [0, 1]
-    return x.unsqueeze(1).float() / 255.0
 
 
 def write_onnx(model: Exported, path: Path, meta: dict[str, str]) -> None:
@@ -99,20 +91,6 @@ def write_torchscript(model: Exported, path: Path, meta: dict[str, str]) -> None
         torch.jit.save(scripted, str(path), _extra_files={"metadata.json": json.dumps(meta)})
 
 
-def onnx_runner(path: Path) -> tuple[Callable[[torch.Tensor], torch.Tensor], dict[str, str]]:
-    """An exported .onnx -> (run: (N, 1, 28, 28) in [0, 1] -> probabilities, its metadata)."""
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        raise UserError(f"{path}: ONNX files need onnxruntime: pip install 'fmnist-lit[export]'") from None
-    try:
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    except Exception as e:  # noqa: BLE001 (onnxruntime raises its own types for every kind of bad file)
-        raise UserError(f"{path}: not a readable ONNX model ({' '.join(str(e).split())[:160]})") from None
-    meta = session.get_modelmeta().custom_metadata_map
-    return (lambda x: torch.from_numpy(session.run(["probabilities"], {"input": x.numpy()})[0])), meta
-
-
 def torchscript_runner(path: Path) -> tuple[Callable[[torch.Tensor], torch.Tensor], dict[str, str]]:
     extra = {"metadata.json": ""}
     with warnings.catch_warnings():
@@ -130,7 +108,7 @@ def parity(
     """The exported model on uint8 images (N, 28, 28), in batches of several sizes, against reference (N, 10)."""
     with torch.no_grad():
         probs = torch.cat(
-            [run(_scaled(images[i : i + batch_size])) for i in range(0, len(images), batch_size)]
+            [run(scaled(images[i : i + batch_size])) for i in range(0, len(images), batch_size)]
         )
     same = int((probs.argmax(1) == reference.argmax(1)).sum())
     return {
@@ -212,28 +190,6 @@ def export(cfg: DictConfig) -> dict[str, Any]:
         f"{check['images']}, max |probability difference| {check['max_abs_diff']:.2e} (limit {PARITY_ATOL:g})"
     )
     return {"output": str(out), "format": fmt, "temperature": temperature, "seconds": seconds, **check}
-
-
-def load_predictor(path: str | Path) -> Predictor:
-    """predict.py's model: a checkpoint of a train.py run (with its stored temperature) or an exported .onnx."""
-    path = Path(path)
-    if path.suffix.lower() == ".onnx":
-        if not path.is_file():
-            raise UserError(f"{path}: no such file")
-        run, meta = onnx_runner(path)
-        if meta.get("producer") != PRODUCER or meta.get("classes") != json.dumps(CLASSES):
-            raise UserError(
-                f"{path}: not a model written by fmnist-lit's export.py (no matching class names in "
-                "its metadata)"
-            )
-        return lambda x: run(_scaled(x))
-    # a run folder stands for the checkpoint its run tested
-    path = locate(path)
-    ckpt = read_checkpoint(path)
-    model = load_model(run_config(path)[1], ckpt, path).eval()
-    temperature = stored_temperature(path, ckpt["state_dict"]) or 1.0
-    # flip-averaged if tta_flip
-    return lambda x: (model.eval_logits(normalize_uint8(x)) / temperature).softmax(-1)
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="export")

@@ -16,20 +16,18 @@ import csv
 import sys
 import textwrap
 from pathlib import Path
-from typing import NoReturn
 
 import torch
 from PIL import Image
 
+from fmnist_lit.arguments import predict_args
 from fmnist_lit.data import CLASSES
-from fmnist_lit.export import load_predictor
 from fmnist_lit.photo import to_fmnist
 from fmnist_lit.plots import RIGHT, WRONG, image_grid, save
+from fmnist_lit.predictor import load_predictor
 from fmnist_lit.utils import UserError
 
 SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
-# below this top-class probability a prediction is flagged low-confidence
-MIN_CONFIDENCE = 0.5
 # images drawn in the --save-inputs mosaic (the first ones); every one gets its own PNG
 MOSAIC_MAX = 256
 
@@ -131,49 +129,14 @@ def _check_new_folder(path: str) -> Path:
     return out
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse with its complaints as one `error:` line (usage included), exit status 2."""
-
-    def error(self, message: str) -> NoReturn:
-        print(f"error: {message} ({' '.join(self.format_usage().split())})", file=sys.stderr)
-        sys.exit(2)
-
-
-def _positional(argv: list[str]) -> list[str]:
-    """eval.py's and export.py's form `ckpt_path=X` accepted too: it becomes the first argument."""
-    keyed = [a for a in argv if a.startswith("ckpt_path=")]
-    if len(keyed) != 1:
-        return argv
-    return [keyed[0].partition("=")[2], *(a for a in argv if a != keyed[0])]
-
-
 def main(argv: list[str] | None = None) -> int:
-    ap = _Parser(prog="predict.py", description="Classify images with a fmnist-lit checkpoint.")
-    ap.add_argument(
-        "ckpt_path",
-        help="a checkpoint of a train.py run (<run>/checkpoints/*.ckpt) or export.py's .onnx; "
-        "ckpt_path=PATH (eval.py's form) works too",
-    )
-    ap.add_argument("images", nargs="+", help="image files and/or folders of images")
-    ap.add_argument(
-        "--invert",
-        choices=["auto", "yes", "no"],
-        default="auto",
-        help="make the object light on dark like Fashion-MNIST (auto: if the background is light)",
-    )
-    ap.add_argument("--csv", help="also write the predictions (all ten probabilities) to this CSV file")
-    ap.add_argument(
-        "--save-inputs", metavar="DIR", help="write the 28x28 images the model received, and a mosaic"
-    )
-    ap.add_argument(
-        "--min-confidence",
-        type=float,
-        default=MIN_CONFIDENCE,
-        help="flag predictions whose top probability is below this (default: %(default)s)",
-    )
-    a = ap.parse_args(_positional(sys.argv[1:] if argv is None else argv))
-    if not 0 <= a.min_confidence <= 1:
-        ap.error(f"--min-confidence {a.min_confidence}: must be a probability in [0, 1]")
+    """predict.py on `argv` (default: the process's arguments) -> its exit status."""
+    return run(predict_args(sys.argv[1:] if argv is None else argv))
+
+
+def run(a: argparse.Namespace) -> int:
+    """predict.py on its parsed arguments (arguments.predict_args) -> its exit status: 0, 1 if a file could not be
+    read, 2 for a mistake in the input (one `error:` line)."""
     try:
         out = _check_new_folder(a.save_inputs) if a.save_inputs else None
         rows = predict(a.ckpt_path, a.images, a.invert)

@@ -14,8 +14,10 @@ from fmnist_lit.checkpoint import load_model, read_checkpoint, run_config
 from fmnist_lit.data import CLASSES
 from fmnist_lit.photo import to_fmnist
 from fmnist_lit.predict import main, predict
+from fmnist_lit.predictor import load_predictor
 from fmnist_lit.synthetic import make_images
 from fmnist_lit.train import run
+from fmnist_lit.utils import UserError
 from tests.helpers import ROOT, compose_cfg, run_script
 
 
@@ -135,6 +137,24 @@ def test_save_inputs_writes_what_the_model_received(tmp_path, trained):
     assert Image.open(out / "mosaic.png").size[0] > 100
     # never overwritten
     assert main([trained, str(tmp_path / "in"), "--save-inputs", str(out)]) == 2
+
+
+def test_predict_refuses_onnx_files_not_from_export_py(tmp_path):
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    h = onnx.helper
+    graph = h.make_graph(
+        [h.make_node("Identity", ["input"], ["probabilities"])],
+        "g",
+        [h.make_tensor_value_info("input", onnx.TensorProto.FLOAT, ["N", 10])],
+        [h.make_tensor_value_info("probabilities", onnx.TensorProto.FLOAT, ["N", 10])],
+    )
+    onnx.save(h.make_model(graph, opset_imports=[h.make_opsetid("", 17)]), tmp_path / "other.onnx")
+    with pytest.raises(UserError, match="not a model written by fmnist-lit's export.py"):
+        load_predictor(tmp_path / "other.onnx")
+    (tmp_path / "broken.onnx").write_bytes(b"\x08\x07garbage")
+    with pytest.raises(UserError, match="not a readable ONNX model"):
+        load_predictor(tmp_path / "broken.onnx")
 
 
 @pytest.mark.slow
