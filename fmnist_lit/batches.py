@@ -31,6 +31,10 @@ class TensorBatches:
     (training) the last `n % world_size` items of each epoch's permutation are dropped so every rank runs the same
     number of steps (an extra step on one rank would hang the others' gradient all-reduce); evaluation keeps every
     item, and uneven shards are fine there because metrics sync once at epoch end.
+
+    `flip_alternate` (airbench's alternating flip): each training image is mirrored left-right in every other
+    epoch, in epoch 0 a random half (a fixed random bit per image, drawn from `seed`), so over two epochs every
+    image is seen both ways instead of at random.
     """
 
     def __init__(
@@ -44,8 +48,10 @@ class TensorBatches:
         rank: int = 0,
         world_size: int = 1,
         epoch_fn: Callable[[], int] | None = None,
+        flip_alternate: bool = False,
     ):
         self.x, self.y, self.batch_size = x, y, batch_size
+        self.flip_alternate = flip_alternate
         self.shuffle, self.drop_last, self.rank, self.world_size = shuffle, drop_last, rank, world_size
         self.seed, self.epoch_fn = seed, epoch_fn
         # the pass under way (-1: none yet) and how many batches it has handed out
@@ -92,11 +98,20 @@ class TensorBatches:
         order = self._permutation(epoch) if self.shuffle else torch.arange(len(self.x))
         # the order is drawn on the CPU (same permutation on every device); indices follow the data to its device
         order = order[: self._n_used()][self.rank :: self.world_size].to(self.x.device)
+        flips = None
+        if self.flip_alternate:
+            # (N,) bool: the images mirrored this epoch
+            bits = torch.randint(0, 2, (len(self.x),), generator=torch.Generator().manual_seed(self.seed + 1))
+            flips = (bits == epoch % 2).to(self.x.device)
         for i in range(self.done, len(self)):
             # counted before the batch is handed out: a checkpoint taken after it resumes past it
             self.done = i + 1
             idx = order[i * self.batch_size : (i + 1) * self.batch_size]
-            yield self.x[idx], self.y[idx]
+            x = self.x[idx]
+            if flips is not None:
+                # x: (B, H, W) uint8, mirrored along W where the image's bit says so
+                x = torch.where(flips[idx][:, None, None], x.flip(-1), x)
+            yield x, self.y[idx]
 
 
 def normalize_uint8(x: torch.Tensor) -> torch.Tensor:

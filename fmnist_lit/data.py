@@ -242,7 +242,7 @@ class FashionMNISTDataModule(L.LightningDataModule):
         num_workers: int,
         channels_last: bool,
         augment_pad: int,
-        augment_flip: bool,
+        augment_flip: bool | str,
         keep_on_device: bool,
         augment_erase: float = 0.0,
         test_each_epoch: bool = False,
@@ -314,7 +314,15 @@ class FashionMNISTDataModule(L.LightningDataModule):
         # DataLoader's sampler sequential for it, but cannot reach this loader's own shuffling
         shuffle = train and not (self.trainer is not None and self.trainer.overfit_batches)
         return TensorBatches(
-            x, y, bs, shuffle=shuffle, seed=seed, rank=rank, world_size=world, epoch_fn=epoch_fn
+            x,
+            y,
+            bs,
+            shuffle=shuffle,
+            seed=seed,
+            rank=rank,
+            world_size=world,
+            epoch_fn=epoch_fn,
+            flip_alternate=train and self.hparams.augment_flip == "alternate",
         )
 
     def train_dataloader(self):
@@ -363,8 +371,10 @@ class FashionMNISTDataModule(L.LightningDataModule):
             x = normalize_uint8(x)
         training = self.trainer is not None and self.trainer.training
         hp = self.hparams
-        if training and (hp.augment_pad or hp.augment_flip or hp.augment_erase):
-            x = augment(x, hp.augment_pad, hp.augment_flip, hp.augment_erase)
+        # "alternate" flips are made by the loader (TensorBatches), which knows each image's index
+        flip = hp.augment_flip is True
+        if training and (hp.augment_pad or flip or hp.augment_erase):
+            x = augment(x, hp.augment_pad, flip, hp.augment_erase)
         if self.hparams.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x, y

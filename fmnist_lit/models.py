@@ -206,6 +206,95 @@ class ResNet(nn.Module):
         return self.head(self.stages(self.stem(x)))
 
 
+class Whiten(nn.Module):
+    """A frozen first conv whose filters whiten k x k image patches (airbench's stem): the eigenvectors of the
+    training patches' covariance, scaled by 1/sqrt(eigenvalue), and their negatives (so a following GELU keeps both
+    signs). (B, 1, 28, 28) -> (B, 2 k^2, 28 - k + 1, 28 - k + 1); only the bias is trained.
+
+    The filters are a buffer: `fit(x)` computes them from the training split when a run starts
+    (`LitClassifier.setup`), and they are saved in every checkpoint, so eval/predict/export use the same ones.
+    Until then they are the identity on each patch pixel, scaled to unit variance (a valid but unwhitened stem).
+    """
+
+    def __init__(self, kernel: int, eps: float = 5e-4):
+        super().__init__()
+        self.kernel, self.eps = kernel, eps
+        n = kernel * kernel
+        eye = torch.eye(n).reshape(n, 1, kernel, kernel)
+        self.register_buffer("weight", torch.cat([eye, -eye]))
+        self.bias = nn.Parameter(torch.zeros(2 * n))
+
+    @torch.no_grad()
+    def fit(self, x: torch.Tensor) -> None:
+        """x: (N, 1, 28, 28) normalised training images (a few thousand suffice; deterministic for the same x)."""
+        k = self.kernel
+        # (N * P, k^2): every k x k patch, as rows
+        patches = x.float().unfold(2, k, 1).unfold(3, k, 1).reshape(-1, k * k).double()
+        patches = patches - patches.mean(0)
+        cov = patches.T @ patches / len(patches)
+        eigvals, eigvecs = torch.linalg.eigh(cov)
+        # (k^2, 1, k, k): one filter per eigenvector, each output of unit variance on the training patches
+        filters = (eigvecs.T / (eigvals + self.eps).sqrt()[:, None]).reshape(-1, 1, k, k).float()
+        self.weight.copy_(torch.cat([filters, -filters]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.conv2d(x, self.weight.to(x.dtype), self.bias.to(x.dtype))
+
+
+class SpeedNet(nn.Module):
+    """A net for time to accuracy, after airbench (Keller Jordan's CIFAR-10 speed runs): a whitening stem, then per
+    stage conv3x3 -> 2x2 max-pool -> BN -> GELU -> conv3x3 -> BN -> GELU, global max-pool, a scaled linear head.
+
+    kernel 2: (B, 1, 28, 28) -whiten-> (B, 8, 27, 27) -stage 1-> (B, w0, 13, 13) -stage 2-> (B, w1, 6, 6)
+    -stage 3-> (B, w2, 3, 3) -max-> (B, w2) -> (B, 10). Pooling before BN makes BN and GELU touch 4x fewer
+    activations. `dirac`: each 3x3 conv starts as the identity on its first input channels (plus its random init),
+    so the deep net starts close to a shallow one. `head_scale` (airbench: 1/9) keeps the initial logits small.
+    """
+
+    def __init__(
+        self,
+        widths: Sequence[int],
+        whiten_kernel: int,
+        dirac: bool,
+        head_scale: float,
+        num_classes: int = 10,
+    ):
+        super().__init__()
+        self.whiten = Whiten(whiten_kernel)
+        self.head_scale = head_scale
+        layers: list[nn.Module] = [self.whiten, nn.GELU()]
+        c = 2 * whiten_kernel**2
+        for w in widths:
+            conv1, conv2 = (
+                nn.Conv2d(c, w, 3, padding=1, bias=False),
+                nn.Conv2d(w, w, 3, padding=1, bias=False),
+            )
+            layers += [
+                conv1,
+                nn.MaxPool2d(2),
+                nn.BatchNorm2d(w),
+                nn.GELU(),
+                conv2,
+                nn.BatchNorm2d(w),
+                nn.GELU(),
+            ]
+            if dirac:
+                for conv in (conv1, conv2):
+                    nn.init.dirac_(conv.weight.data[: conv.in_channels])
+            c = w
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Sequential(
+            nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(c, num_classes, bias=False)
+        )
+
+    def init_from_data(self, x: torch.Tensor) -> None:
+        """x: (N, 1, 28, 28) normalised training images: the whitening stem's filters (see Whiten)."""
+        self.whiten.fit(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x)) * self.head_scale
+
+
 def plain_net(net: nn.Module) -> nn.Module:
     """The net itself, also when `model.compile=true` wrapped it (torch.compile keeps it as `_orig_mod`)."""
     return getattr(net, "_orig_mod", net)

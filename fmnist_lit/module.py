@@ -17,6 +17,7 @@ from torchmetrics.classification import (
 )
 
 from fmnist_lit import optim
+from fmnist_lit.batches import MEAN, STD, normalize_uint8
 
 
 def split_metrics(num_classes: int) -> MetricCollection:
@@ -36,7 +37,10 @@ class LitClassifier(L.LightningModule):
 
     Validation may have a second dataloader (`report.test_each_epoch=true`): the official test set, logged as
     `test_each_epoch/*` for the report's curves only (checkpoint selection and early stopping monitor val/*).
-    `tta_flip`: evaluation logits are the mean over the image and its mirror (only for nets trained with flips).
+    `tta_flip`, `tta_shift`: evaluation logits averaged over several views of each image (`eval_logits`).
+    `bias_lr_mult`: BatchNorm parameters and biases learn at this multiple of the LR (a second parameter group,
+    fmnist_lit/optim.py). A net with an `init_from_data(x)` method (models.SpeedNet's whitening stem) gets the
+    training images once when fitting starts.
     """
 
     def __init__(
@@ -47,7 +51,9 @@ class LitClassifier(L.LightningModule):
         label_smoothing: float,
         compile: bool,
         channels_last: bool,
-        tta_flip: bool = False,
+        tta_flip: bool,
+        tta_shift: int,
+        bias_lr_mult: float,
         num_classes: int = 10,
     ):
         super().__init__()
@@ -60,7 +66,7 @@ class LitClassifier(L.LightningModule):
         # one metric object per split (states must not mix between train/val/test)
         self.val_metrics = split_metrics(num_classes).clone(prefix="val/")
         self.test_metrics = split_metrics(num_classes).clone(prefix="test/")
-        # read by callbacks.ReportCallback each epoch
+        # read by tensorboard_report.TensorBoardReport each epoch
         self.val_confmat = MulticlassConfusionMatrix(num_classes)
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         self.test_each_epoch_acc = MulticlassAccuracy(num_classes, average="micro")
@@ -80,16 +86,38 @@ class LitClassifier(L.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
-    def eval_logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits (B, 10) in fp32 for validation/test/predict; with `tta_flip`, the mean of the logits of x and of
-        x mirrored left-right (only sensible for a net trained with flips: Fashion-MNIST items face one way)."""
+    def _views_logits(self, x: torch.Tensor) -> torch.Tensor:
         logits = self(x).float()
-        if self.hparams.get("tta_flip"):
+        if self.hparams.tta_flip:
             logits = (logits + self(x.flip(3)).float()) / 2
         return logits
 
+    def eval_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits (B, 10) in fp32 for validation/test/predict. `tta_flip`: the mean of the logits of x and of x
+        mirrored left-right (only sensible for a net trained with flips: Fashion-MNIST items face one way).
+        `tta_shift` = s > 0: half of that, plus a quarter each for x translated by (s, s) and by (-s, -s) pixels
+        (airbench's multi-crop TTA), the uncovered border filled with the background (a 0 pixel, normalised)."""
+        logits = self._views_logits(x)
+        s = self.hparams.tta_shift
+        if s:
+            h, w = x.shape[-2:]
+            background = (0.0 - MEAN) / STD
+            padded = nn.functional.pad(x, (s, s, s, s), value=background)
+            # (B, 1, H, W) crops of the padded image: content moved down-right, then up-left, by s pixels
+            down_right = padded[..., :h, :w].contiguous(memory_format=torch.channels_last)
+            up_left = padded[..., 2 * s :, 2 * s :].contiguous(memory_format=torch.channels_last)
+            logits = 0.5 * logits + 0.25 * (self._views_logits(down_right) + self._views_logits(up_left))
+        return logits
+
     def setup(self, stage: str) -> None:
-        if self.hparams.compile and stage == "fit":
+        if stage != "fit":
+            return
+        init_from_data = getattr(self.net, "init_from_data", None)
+        datamodule = self.trainer.datamodule if self._trainer is not None else None
+        if init_from_data is not None and getattr(datamodule, "train_x", None) is not None:
+            # deterministic (the split's first images); a resumed run's checkpoint then restores the same values
+            init_from_data(normalize_uint8(datamodule.train_x[:5000]))
+        if self.hparams.compile:
             self.net = torch.compile(self.net)
 
     def on_train_start(self) -> None:
@@ -191,7 +219,7 @@ class LitClassifier(L.LightningModule):
                 self.best_val_epoch = self.current_epoch
             self.val_acc_best(acc)
             self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True)
-        # after callbacks.ReportCallback has read it (callback hooks run first)
+        # after tensorboard_report.TensorBoardReport has read it (callback hooks run first)
         self.val_confmat.reset()
 
     # metric states are not in the state_dict: carry the best-so-far through checkpoints so a resumed run
@@ -237,4 +265,5 @@ class LitClassifier(L.LightningModule):
             self.scheduler_fn,
             self.trainer.estimated_stepping_batches,
             self._planned_steps,
+            self.hparams.bias_lr_mult,
         )

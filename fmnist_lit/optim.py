@@ -90,16 +90,47 @@ def check_keys(cfg: DictConfig) -> None:
             )
 
 
+def param_groups(module: torch.nn.Module, optimizer_fn: Any, bias_lr_mult: float) -> list[dict[str, Any]]:
+    """One group, or with `bias_lr_mult` != 1 two: the weights of convs and linear layers, and the 1-D parameters
+    (BatchNorm scales and shifts, biases) at `bias_lr_mult` x the LR (airbench trains BN biases 64x faster). Their
+    weight decay is divided by the multiplier, so the decay applied per step (LR x decay, for SGD's L2 and AdamW's
+    decoupled decay alike) stays that of the config."""
+    params = [p for p in module.parameters() if p.requires_grad]
+    if bias_lr_mult == 1:
+        return [{"params": params}]
+    lr = optimizer_fn.keywords["lr"]
+    decay = optimizer_fn.keywords.get("weight_decay", 0.0)
+    return [
+        {"params": [p for p in params if p.ndim > 1]},
+        {
+            "params": [p for p in params if p.ndim <= 1],
+            "lr": lr * bias_lr_mult,
+            "weight_decay": decay / bias_lr_mult,
+        },
+    ]
+
+
 def build(
-    module: Any, optimizer_fn: Any, scheduler_fn: Any, total_steps: float, planned_steps: int | None
+    module: Any,
+    optimizer_fn: Any,
+    scheduler_fn: Any,
+    total_steps: float,
+    planned_steps: int | None,
+    bias_lr_mult: float = 1.0,
 ) -> dict[str, Any]:
     """Lightning's `configure_optimizers` result for `module`. `total_steps`: the trainer's estimated stepping
-    batches; `planned_steps`: the horizon a resumed checkpoint's schedule was planned for (None if not resuming)."""
-    optimizer = optimizer_fn(params=module.parameters())
+    batches; `planned_steps`: the horizon a resumed checkpoint's schedule was planned for (None if not resuming);
+    `bias_lr_mult`: see `param_groups`."""
+    optimizer = optimizer_fn(params=param_groups(module, optimizer_fn, bias_lr_mult))
     if scheduler_fn is None:
         return {"optimizer": optimizer}
     horizon = [k for k in HORIZON_KEYS if k in inspect.signature(scheduler_fn.func).parameters]
     kwargs: dict[str, Any] = {}
+    max_lr = scheduler_fn.keywords.get("max_lr")
+    if max_lr is not None and len(optimizer.param_groups) > 1:
+        # OneCycleLR sets every group's LR from max_lr: one peak per group keeps the groups' ratio
+        base = optimizer.param_groups[0]["lr"]
+        kwargs["max_lr"] = [max_lr * g["lr"] / base for g in optimizer.param_groups]
     if horizon:
         kwargs[horizon[0]] = planned_horizon(total_steps, planned_steps, module.trainer.max_epochs)
         pct = scheduler_fn.keywords.get("pct_start")

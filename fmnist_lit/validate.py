@@ -124,6 +124,13 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
         ),
     ),
     ("model.label_smoothing", lambda v: _number(v) and 0 <= v < 1, "must be a number in [0, 1)"),
+    ("model.tta_shift", lambda v: _int(v) and 0 <= v <= 4, "must be an integer number of pixels in [0, 4]"),
+    ("model.bias_lr_mult", lambda v: _number(v) and v > 0, "must be a positive number"),
+    (
+        "data.augment_flip",
+        lambda v: v in (True, False, "alternate"),
+        "must be true, false or alternate (each image mirrored in every other epoch; needs data.fast=true)",
+    ),
     (
         "trainer.precision",
         lambda v: v == "auto" or v in _precisions(),
@@ -199,6 +206,10 @@ def check_train_config(cfg: DictConfig, resolved: bool = True) -> None:
         raise UserError(
             "early stopping monitors a validation metric but data.val_size=0: "
             "set data.val_size > 0 or drop callbacks.early_stopping"
+        )
+    if _select(cfg, "data.augment_flip") == "alternate" and _select(cfg, "data.fast") is False:
+        raise UserError(
+            "data.augment_flip=alternate needs data.fast=true (the in-memory loader knows each image's index)"
         )
 
 

@@ -140,3 +140,40 @@ def test_throughput_and_time_to_accuracy_on_synthetic_data(tmp_path):
     reached = tta["test_acc_by_epoch"][0] >= 0.91
     assert tta["s_to_target"] == (tta["s_by_epoch"][0] if reached else None)
     assert "experiment=fast seed=0" in tta["train_command"] and tta["threads"] == 1
+
+
+def test_speedrun_summary_gives_mean_std_and_minimum():
+    from benchmarks import speedrun
+
+    rows = [
+        {
+            "recipe": "experiment=speed94",
+            "test_acc": a,
+            "wall_s": w,
+            "train_tflops": 1.5,
+            "precision": "32-true",
+        }
+        for a, w in [(0.94, 100.0), (0.942, 110.0), (0.938, 120.0)]
+    ]
+    line = speedrun.summary(rows)
+    assert line["n"] == 3 and line["test_acc"] == "0.9400 ± 0.0020" and line["min"] == "0.9380"
+    assert line["wall_s"] == "110 ± 10"
+
+
+@pytest.mark.slow
+def test_speedrun_on_synthetic_data(tmp_path):
+    results = tmp_path / "results.jsonl"
+    common = ["--synthetic", "--results", str(results)]
+    recipe = ["experiment=speed94", "threads=1"]
+    proc = run_script("benchmarks/speedrun.py", *common, "--runs", "2", *recipe, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [json.loads(line) for line in results.read_text().splitlines()]
+    assert [r["seed"] for r in rows] == [0, 1] and all(r["kind"] == "speedrun" for r in rows)
+    assert all(0 <= r["test_acc"] <= 1 and r["train_tflops"] > 0 and r["cpu"] == cpu_name() for r in rows)
+    assert "experiment=speed94" in proc.stdout and " ± " in proc.stdout
+    # side by side: both timed to the target (0: the first validation), then their ratio
+    versus = ["--versus", "experiment=fast", "--target", "0.0"]
+    proc = run_script("benchmarks/speedrun.py", *common, *versus, *recipe, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "x sooner than experiment=fast" in proc.stdout
+    assert [r["s_to_target"] > 0 for r in map(json.loads, results.read_text().splitlines()[2:])] == [True] * 2

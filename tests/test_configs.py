@@ -98,5 +98,7 @@ def test_model_options_choose_only_the_net(tmp_path, tiny_root):
             "compile",
             "channels_last",
             "tta_flip",
+            "tta_shift",
+            "bias_lr_mult",
         }, name
         assert cfg.model.net._target_.startswith("fmnist_lit.models."), name

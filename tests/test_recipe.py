@@ -99,8 +99,10 @@ def test_flip_tta_is_the_mean_of_two_passes_and_off_by_default():
         "label_smoothing": 0.0,
         "compile": False,
         "channels_last": False,
+        "tta_shift": 0,
+        "bias_lr_mult": 1.0,
     }
-    plain = LitClassifier(net, **kw).eval()
+    plain = LitClassifier(net, **kw, tta_flip=False).eval()
     # off by default
     assert torch.equal(plain.eval_logits(x), net(x))
     tta = LitClassifier(net, **kw, tta_flip=True).eval()

@@ -1,0 +1,184 @@
+"""Time to accuracy, measured as the speed-run records are: a recipe run n times from the command line, each
+`python train.py <recipe> seed=<s>` timed from its launch (imports included) to its exit.
+
+Per run: the final test accuracy (the run's own metrics.json: the checkpoint chosen on validation, tested once),
+the wall seconds, and the training FLOPs (the net's forward FLOPs per image, counted by torch's FlopCounterMode,
+x 3 for forward + backward, x the training images seen). Then one line over the runs: n, mean ± std and minimum
+of test accuracy, mean wall, the CPU and precision. Every run is printed and appended as one JSON line to
+--results (default benchmarks/results.jsonl), with the CPU, GPU, threads, versions, date and command.
+
+--versus <overrides>: side by side in one invocation, on the same machine, the seconds to --target of the first
+recipe and of this one, and their ratio. Seconds to the target: from launch to the end of the first validation
+epoch whose weights (those validation sees: EMA, TTA) reach --target on the 10k test set, tested there by a
+callback (reporting only, never selection; its own cost is inside the later times).
+
+    python benchmarks/speedrun.py experiment=speed94 --runs 5
+    python benchmarks/speedrun.py experiment=speed95 --runs 5
+    python benchmarks/speedrun.py experiment=speed95 --versus experiment=resnet --target 0.95
+    python benchmarks/speedrun.py experiment=speed94 --runs 2 trainer=gpu     (CUDA rows)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+from torch.utils.flop_counter import FlopCounterMode
+
+from benchmarks.throughput import RESULTS, ROOT, SYNTHETIC, print_table, record
+from fmnist_lit.synthetic import write_tiny_root
+
+# train.py runs from the repository root, where `benchmarks` is importable
+TARGET_CALLBACK = "+callbacks.time_to_target._target_=benchmarks.speedrun.TestAtValidation"
+TARGET_CALLBACK += " +callbacks.time_to_target.output_dir=${paths.output_dir}"
+
+
+class TestAtValidation(L.Callback):
+    """After every validation epoch, the test accuracy of the weights validation saw (EMA swapped in, the
+    module's TTA): appended as {"epoch", "test_acc", "unix_time"} to `<output_dir>/test_at_validation.jsonl`."""
+
+    def __init__(self, output_dir: str) -> None:
+        self.path = Path(output_dir) / "test_at_validation.jsonl"
+
+    @torch.no_grad()
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        dm, correct, n = trainer.datamodule, 0, 0
+        with trainer.precision_plugin.forward_context():
+            for batch in dm.test_dataloader():
+                x, y = dm.on_after_batch_transfer([t.to(pl_module.device) for t in batch], 0)
+                correct += int((pl_module.eval_logits(x).argmax(1) == y).sum())
+                n += len(y)
+        row = {"epoch": trainer.current_epoch + 1, "test_acc": correct / n, "unix_time": time.time()}
+        with self.path.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+
+
+def train_flops(run_dir: Path) -> float:
+    """Training FLOPs of a finished run: 3 x forward FLOPs per image x images trained on."""
+    cfg = OmegaConf.load(run_dir / "config.yaml")
+    net = instantiate(cfg.model.net).eval()
+    with FlopCounterMode(display=False) as counter:
+        net(torch.zeros(1, 1, 28, 28))
+    m = json.loads((run_dir / "metrics.json").read_text())
+    images = m["epochs_run"] * (60_000 - cfg.data.val_size)
+    return 3.0 * counter.get_total_flops() * images
+
+
+def run(recipe: list[str], seed: int, out: Path, args, target: bool = False) -> dict[str, Any]:
+    """One timed `python train.py <recipe> seed=<seed>` into `out`: its results row."""
+    overrides = [*recipe, f"seed={seed}", *args.extra, *(TARGET_CALLBACK.split() if target else [])]
+    cmd = [sys.executable, str(ROOT / "train.py"), *overrides, f"hydra.run.dir={out}"]
+    t0 = time.time()
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, cwd=ROOT)
+    wall = time.time() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"error: {' '.join(cmd)} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+    m = json.loads((out / "metrics.json").read_text())
+    row = {
+        "kind": "speedrun",
+        "recipe": " ".join(recipe),
+        "seed": seed,
+        "precision": m["precision"],
+        "threads": m["threads"],
+        "test_acc": round(m["test_acc"], 4),
+        "val_acc": round(m["val_acc_best"], 4) if m.get("val_acc_best") is not None else None,
+        "epochs": m["epochs_run"],
+        "wall_s": round(wall, 1),
+        "train_tflops": round(train_flops(out) / 1e12, 2),
+        "train_command": "python train.py " + " ".join(overrides),
+    }
+    if target:
+        epochs = [json.loads(line) for line in (out / "test_at_validation.jsonl").read_text().splitlines()]
+        reached = next((e["unix_time"] - t0 for e in epochs if e["test_acc"] >= args.target), None)
+        row |= {"target": args.target, "s_to_target": None if reached is None else round(reached, 1)}
+    return row
+
+
+def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    acc = [r["test_acc"] for r in rows]
+    wall = [r["wall_s"] for r in rows]
+    return {
+        "recipe": rows[0]["recipe"],
+        "n": len(rows),
+        "test_acc": f"{statistics.mean(acc):.4f} ± {statistics.stdev(acc) if len(acc) > 1 else 0:.4f}",
+        "min": f"{min(acc):.4f}",
+        "wall_s": f"{statistics.mean(wall):.0f} ± {statistics.stdev(wall) if len(wall) > 1 else 0:.0f}",
+        "train_tflops": rows[0]["train_tflops"],
+        "precision": rows[0]["precision"],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument(
+        "overrides", nargs="+", help="the recipe, then any train.py override, e.g. experiment=speed94"
+    )
+    p.add_argument("--runs", type=int, default=5, help="seeds 0..runs-1, one run after the other")
+    p.add_argument("--versus", nargs="+", help="a second recipe, timed to --target beside the first")
+    p.add_argument("--target", type=float, default=0.95, help="test accuracy of --versus")
+    p.add_argument("--synthetic", action="store_true", help="tiny fake data, one epoch: a smoke test")
+    p.add_argument(
+        "--results", type=Path, help="JSON lines appended here (default: benchmarks/results.jsonl)"
+    )
+    args = p.parse_args(argv)
+    args.command = "python benchmarks/speedrun.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    # the recipe is the first override; the rest go to every run, --versus's included
+    recipe, args.extra = args.overrides[:1], args.overrides[1:]
+    if args.runs < 1:
+        p.error("--runs must be >= 1")
+    if args.synthetic and args.results and args.results.resolve().is_relative_to(ROOT):
+        p.error("--synthetic measures fake data: send its --results outside the repository")
+    if not args.synthetic:
+        args.results = args.results or RESULTS
+    args.accelerator = (
+        "cuda" if any(o in ("trainer=gpu", "trainer.accelerator=gpu") for o in args.extra) else "cpu"
+    )
+
+    with tempfile.TemporaryDirectory(prefix="fmnist_speedrun_") as tmp:
+        out = Path(tmp)
+        if args.synthetic:
+            root = write_tiny_root(out / "data")
+            args.extra += [
+                f"data.root={root}",
+                *SYNTHETIC.split(),
+                "data.batch_size=32",
+                "trainer.max_epochs=1",
+            ]
+        if args.versus:
+            rows = [
+                record(run(r, 0, out / f"versus_{i}", args, target=True), args)
+                for i, r in enumerate([recipe, args.versus])
+            ]
+            print_table(rows, "recipe precision test_acc s_to_target wall_s train_tflops")
+            first, second = (r["s_to_target"] for r in rows)
+            if first and second:
+                print(
+                    f"{rows[0]['recipe']} reaches {args.target:.1%} {second / first:.2f}x sooner than {rows[1]['recipe']}"
+                )
+            else:
+                print(f"not both reached {args.target:.1%}: no ratio")
+            return 0
+        rows = [record(run(recipe, s, out / f"run_{s}", args), args) for s in range(args.runs)]
+        print_table(rows, "seed precision test_acc val_acc epochs wall_s train_tflops")
+        print_table(
+            [summary(rows) | {"cpu": rows[0]["cpu"]}],
+            "recipe n test_acc min wall_s train_tflops precision cpu",
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,105 @@
+"""The time-to-accuracy pieces (experiment=speed94/speed95): whitening stem, dirac init, BN/bias LR multiplier,
+alternating flip, multi-view TTA; and the recipes end to end on the tiny data (the stem reproduced by eval.py)."""
+
+import json
+
+import pytest
+import torch
+from hydra.utils import instantiate
+
+from fmnist_lit import batches as B
+from fmnist_lit import optim
+from fmnist_lit.models import SpeedNet, Whiten
+from fmnist_lit.module import LitClassifier
+from tests.helpers import compose_cfg, run_script, train_cli
+
+
+def test_whitening_stem_whitens_the_patches_it_was_fitted_on():
+    torch.manual_seed(0)
+    # correlated pixels: a smooth random field, as images are
+    x = torch.nn.functional.avg_pool2d(torch.randn(200, 1, 30, 30), 3, stride=1)
+    stem = Whiten(kernel=2)
+    stem.fit(x)
+    out = torch.nn.functional.conv2d(x, stem.weight)
+    # (C, N * P): the first k^2 channels (the filters; the rest are their negatives)
+    feats = out[:, :4].transpose(0, 1).reshape(4, -1)
+    cov = torch.cov(feats)
+    # decorrelated, unit variance up to the eps added to each eigenvalue
+    assert torch.allclose(cov - torch.diag(cov.diag()), torch.zeros(4, 4), atol=1e-4)
+    assert ((cov.diag() > 0.9) & (cov.diag() < 1.0 + 1e-4)).all()
+    assert torch.equal(out[:, 4:], -out[:, :4])
+
+
+def test_dirac_init_starts_as_identity_on_the_first_channels():
+    net = SpeedNet(widths=[8, 16], whiten_kernel=2, dirac=True, head_scale=1.0)
+    conv = net.features[2]
+    ident = torch.zeros(3, 3)
+    ident[1, 1] = 1
+    assert torch.equal(conv.weight[0, 0], ident) and torch.equal(conv.weight[1, 0], torch.zeros(3, 3))
+    plain = SpeedNet(widths=[8, 16], whiten_kernel=2, dirac=False, head_scale=1.0)
+    assert not torch.equal(plain.features[2].weight[0, 0], ident)
+
+
+def test_bias_lr_multiplier_makes_two_groups_that_keep_their_ratio(tmp_path, tiny_root):
+    cfg = compose_cfg(tmp_path, tiny_root, ["experiment=speed94", "model.bias_lr_mult=8"])
+    model = instantiate(cfg.model)
+    model.__dict__["_trainer"] = type("T", (), {"max_epochs": 2})()
+    conf = optim.build(model, model.optimizer_fn, model.scheduler_fn, 50, None, 8.0)
+    opt, sched = conf["optimizer"], conf["lr_scheduler"]["scheduler"]
+    weights, norms = opt.param_groups
+    assert all(p.ndim > 1 for p in weights["params"]) and all(p.ndim == 1 for p in norms["params"])
+    n_params = sum(len(g["params"]) for g in opt.param_groups)
+    assert n_params == len([p for p in model.parameters() if p.requires_grad])
+    # per-step decay LR x weight_decay is the configured one in both groups
+    assert norms["weight_decay"] * 8 == pytest.approx(weights["weight_decay"])
+    for _ in range(30):
+        opt.step()
+        sched.step()
+        assert norms["lr"] == pytest.approx(8 * weights["lr"])
+
+
+def test_alternating_flip_mirrors_each_image_in_every_other_epoch():
+    # 40 distinct asymmetric images: pixel [i, 0, 0] = i, the rest 0, so a mirror moves it to [i, 0, -1]
+    x = torch.zeros(40, 2, 3, dtype=torch.uint8)
+    x[:, 0, 0] = torch.arange(1, 41)
+    y = torch.arange(40)
+    epoch = [0]
+    tb = B.TensorBatches(x, y, 7, shuffle=True, seed=5, epoch_fn=lambda: epoch[0], flip_alternate=True)
+    flipped = []
+    for e in range(3):
+        epoch[0] = e
+        # (40,) bool by label: mirrored this epoch
+        f = torch.zeros(40, dtype=torch.bool)
+        for xb, yb in tb:
+            f[yb] = xb[:, 0, -1] > 0
+        flipped.append(f)
+    assert 10 < flipped[0].sum() < 30
+    assert torch.equal(flipped[1], ~flipped[0]) and torch.equal(flipped[2], flipped[0])
+
+
+def test_shift_tta_is_the_weighted_mean_of_the_views():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10))
+    kw = {"optimizer": None, "scheduler": None, "label_smoothing": 0.0, "compile": False, "bias_lr_mult": 1.0}
+    model = LitClassifier(net, **kw, channels_last=False, tta_flip=False, tta_shift=1).eval()
+    x = torch.randn(4, 1, 28, 28)
+    bg = (0 - B.MEAN) / B.STD
+    padded = torch.nn.functional.pad(x, (1, 1, 1, 1), value=bg)
+    expected = 0.5 * net(x) + 0.25 * (net(padded[..., :28, :28]) + net(padded[..., 2:, 2:]))
+    assert torch.allclose(model.eval_logits(x), expected, atol=1e-6)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("recipe", ["speed94", "speed95"])
+def test_speed_recipe_trains_and_eval_reproduces_it(tmp_path, tiny_root, recipe):
+    proc, run = train_cli(tmp_path, tiny_root, f"experiment={recipe}", "trainer.max_epochs=2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((run / "metrics.json").read_text())
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    stem = ckpt["state_dict"]["net.whiten.weight"]
+    # fitted to the data, not the identity it starts as
+    assert not torch.equal(stem[:4].flatten(1).abs(), torch.eye(4))
+    out = tmp_path / "eval"
+    proc = run_script("eval.py", str(run), f"data.root={tiny_root}", f"hydra.run.dir={out}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((out / "metrics.json").read_text())["test_acc"] == metrics["test_acc"]
