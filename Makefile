@@ -7,7 +7,7 @@ DATA_ROOT ?= data
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup system-data data train test test-slow bench lint clean-venv
+.PHONY: setup system-data data train test test-slow test-gpu bench lint clean-venv
 
 # venv + editable install; redone only when pyproject.toml changes
 $(STAMP): pyproject.toml
@@ -35,12 +35,17 @@ train: data
 
 # pytest exit 5 = no tests collected: say so and do not fail
 test: setup system-data
-	@$(PY) -m pytest -m "not slow" $(PYTEST_ARGS); rc=$$?; \
+	@$(PY) -m pytest -m "not slow and not gpu" $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$rc
 
 test-slow: setup system-data
-	@$(PY) -m pytest -m slow $(PYTEST_ARGS); rc=$$?; \
+	@$(PY) -m pytest -m "slow and not gpu" $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no slow tests"; exit 0; fi; exit $$rc
+
+# one CUDA GPU, bf16, real data: train, eval, predict, export, exact resume, the speed recipes (a few minutes);
+# every test skips where torch sees no GPU
+test-gpu: data
+	@$(PY) -m pytest -m gpu -rs $(PYTEST_ARGS)
 
 # training throughput per model and path, appended to benchmarks/results.jsonl; other tables via ARGS, e.g.
 # ARGS="--tta" (docs/BENCHMARKS.md)
