@@ -255,12 +255,15 @@ class SpeedNet(nn.Module):
         self,
         widths: Sequence[int],
         whiten_kernel: int,
+        whiten: bool,
         dirac: bool,
         head_scale: float,
         num_classes: int = 10,
     ):
         super().__init__()
         self.whiten = Whiten(whiten_kernel)
+        # false: the stem keeps its data-independent start (an ablation of the whitening)
+        self.fit_whiten = whiten
         self.head_scale = head_scale
         layers: list[nn.Module] = [self.whiten, nn.GELU()]
         c = 2 * whiten_kernel**2
@@ -289,7 +292,8 @@ class SpeedNet(nn.Module):
 
     def init_from_data(self, x: torch.Tensor) -> None:
         """x: (N, 1, 28, 28) normalised training images: the whitening stem's filters (see Whiten)."""
-        self.whiten.fit(x)
+        if self.fit_whiten:
+            self.whiten.fit(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x)) * self.head_scale

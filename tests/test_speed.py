@@ -31,12 +31,12 @@ def test_whitening_stem_whitens_the_patches_it_was_fitted_on():
 
 
 def test_dirac_init_starts_as_identity_on_the_first_channels():
-    net = SpeedNet(widths=[8, 16], whiten_kernel=2, dirac=True, head_scale=1.0)
+    net = SpeedNet(widths=[8, 16], whiten_kernel=2, whiten=True, dirac=True, head_scale=1.0)
     conv = net.features[2]
     ident = torch.zeros(3, 3)
     ident[1, 1] = 1
     assert torch.equal(conv.weight[0, 0], ident) and torch.equal(conv.weight[1, 0], torch.zeros(3, 3))
-    plain = SpeedNet(widths=[8, 16], whiten_kernel=2, dirac=False, head_scale=1.0)
+    plain = SpeedNet(widths=[8, 16], whiten_kernel=2, whiten=True, dirac=False, head_scale=1.0)
     assert not torch.equal(plain.features[2].weight[0, 0], ident)
 
 
