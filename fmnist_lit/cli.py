@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
+import hydra
 from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
 from hydra.experimental.callback import Callback
 from hydra.utils import get_method
@@ -161,6 +162,21 @@ def print_help(config_name: str) -> None:
     )
     print(text)
     sys.exit(0)
+
+
+def hydra_task(config_name: str, task: str) -> Callable[[], Any]:
+    """The entry point's `@hydra.main` app, `task` ("module.function", called with the composed config) imported
+    only once Hydra has composed the config: a typo in a group, key or override is answered without importing
+    torch and Lightning (seconds). Lightning's chatter is silenced before the task runs."""
+
+    @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name=config_name)
+    def app(cfg: DictConfig) -> Any:
+        from fmnist_lit.console import quiet_third_party
+
+        quiet_third_party()
+        return get_method(task)(cfg)
+
+    return app
 
 
 def run_hydra_app(main: Callable[[], Any]) -> None:

@@ -11,7 +11,6 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import hydra
 import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -19,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from fmnist_lit.assess import assess, describe, write_results
 from fmnist_lit.calibration import stored_temperature
 from fmnist_lit.checkpoint import load_model, locate, read_checkpoint, run_config, run_dir_of
-from fmnist_lit.cli import CONF_DIR, exit_on_user_error, set_threads
+from fmnist_lit.cli import exit_on_user_error, set_threads
 from fmnist_lit.console import ProgressBar
 from fmnist_lit.report import load_metrics
 from fmnist_lit.utils import UserError
@@ -116,7 +115,6 @@ def _selection(ckpt_path: Path, trained: dict[str, Any]) -> str:
     return "given"
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="eval")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
     evaluate(cfg)

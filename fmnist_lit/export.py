@@ -25,7 +25,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import hydra
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
@@ -34,7 +33,7 @@ from torch import nn
 from fmnist_lit.batches import MEAN, STD, normalize_uint8
 from fmnist_lit.calibration import stored_temperature
 from fmnist_lit.checkpoint import load_model, locate, read_checkpoint, run_config
-from fmnist_lit.cli import CONF_DIR, exit_on_user_error, set_threads
+from fmnist_lit.cli import exit_on_user_error, set_threads
 from fmnist_lit.data import CLASSES
 from fmnist_lit.predictor import PRODUCER, onnx_runner, scaled
 from fmnist_lit.utils import UserError
@@ -192,7 +191,6 @@ def export(cfg: DictConfig) -> dict[str, Any]:
     return {"output": str(out), "format": fmt, "temperature": temperature, "seconds": seconds, **check}
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="export")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
     export(cfg)

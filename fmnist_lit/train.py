@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import hydra
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
@@ -23,7 +22,7 @@ from fmnist_lit import tracking
 from fmnist_lit.assess import assess, describe, write_results
 from fmnist_lit.calibration import save_temperature
 from fmnist_lit.checkpoint import check_resumable, read_checkpoint, run_dir_of
-from fmnist_lit.cli import CONF_DIR, USER_ERRORS, fail, run_hydra_app, set_threads
+from fmnist_lit.cli import USER_ERRORS, fail, set_threads
 from fmnist_lit.components import build, build_trainer, check_callbacks
 from fmnist_lit.hardware import device_description
 from fmnist_lit.sweep import (
@@ -200,7 +199,6 @@ def interrupted(out: Path) -> None:
         log.warning("interrupted by Ctrl-C: no checkpoint was written yet, nothing to resume")
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
     global START
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
@@ -235,7 +233,3 @@ def main(cfg: DictConfig) -> float | None:
             fail(str(e))
         raise
     return value
-
-
-if __name__ == "__main__":
-    run_hydra_app(main)

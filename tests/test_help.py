@@ -1,6 +1,6 @@
 """`--help` of train.py, eval.py, export.py and predict.py answers without importing torch or Lightning (seconds):
 for the first three the same text Hydra would print, from conf/ alone; for predict.py argparse's. predict.py's usage
-mistakes are answered before those imports too."""
+mistakes are answered before those imports too, and so are the config typos Hydra finds while composing."""
 
 from __future__ import annotations
 
@@ -62,4 +62,20 @@ def test_predict_help_imports_neither_torch_nor_lightning():
 def test_predict_usage_mistake_is_one_error_line_before_torch(args, message):
     proc = probe("predict.py", *args)
     assert proc.stderr.startswith(message) and proc.stderr.count("\n") == 1, proc.stderr[-2000:]
+    assert proc.stdout.rstrip().splitlines()[-1] == "exit 2 False False", proc.stderr[-2000:]
+
+
+@pytest.mark.parametrize(
+    ("script", "args", "message"),
+    [
+        ("train.py", ("model=nonexistent",), "error: model=nonexistent"),
+        ("train.py", ("trainer.max_epoch=2",), "error: trainer.max_epoch"),
+        ("eval.py", ("ckpt_path=x.ckpt", "foo=1"), "error: foo"),
+        ("export.py", ("ckpt_path=x.ckpt", "foo=1"), "error: foo"),
+    ],
+)
+def test_config_typos_are_answered_before_torch_is_imported(script, args, message):
+    """Hydra composes the config before the task is imported: a typo costs no torch import."""
+    proc = probe(script, *args)
+    assert proc.stderr.startswith(message), proc.stderr[-2000:]
     assert proc.stdout.rstrip().splitlines()[-1] == "exit 2 False False", proc.stderr[-2000:]
