@@ -2,7 +2,7 @@
 
 Paths (batch --batch, one process, the same data; docs/BENCHMARKS.md):
   a  torchvision per-image PIL -> ToTensor -> Normalize through a DataLoader, fp32, NCHW (Lightning)
-  b  the fast path (uint8 tensors in memory, per-batch normalisation), fp32, NCHW (Lightning)
+  b  the in-memory path (uint8 tensors in memory, per-batch normalisation), fp32, NCHW (Lightning)
   c  b at --precision (default auto) + channels_last (Lightning)
   d  c + torch.compile (model.compile=true); the compilation's seconds are reported apart
   e  a plain PyTorch loop over c's data, net, precision, optimiser and schedule: c / e is what Lightning costs
@@ -45,7 +45,7 @@ from fmnist_lit.synthetic import write_tiny_root
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results.jsonl"
-# path: (data.fast, channels_last, compile, plain loop); a and b run in fp32, c d e at --precision
+# path: (data.in_memory, channels_last, compile, plain loop); a and b run in fp32, c d e at --precision
 PATHS = {"a": (0, 0, 0, 0), "b": (1, 0, 0, 0), "c": (1, 1, 0, 0), "d": (1, 1, 1, 0), "e": (1, 1, 0, 1)}
 # a throughput run: one epoch cut to the timed steps, no validation, no checkpoints
 SHORT_FIT = "trainer.max_epochs=1 trainer.limit_val_batches=0 trainer.num_sanity_val_steps=0 "
@@ -96,7 +96,7 @@ class TimeToAccuracy(L.Callback):
         with trainer.precision_plugin.forward_context():
             for x, y in dm.test_dataloader():
                 x, y = x.to(pl_module.device), y.to(pl_module.device)
-                # fast path: uint8 (B, 28, 28)
+                # in-memory path: uint8 (B, 28, 28)
                 x = x if x.is_floating_point() else normalize_uint8(x)
                 if dm.hparams.channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
@@ -147,9 +147,14 @@ def plain_loop(cfg, dm, n_steps: int, precision: str, device: torch.device) -> l
 
 def throughput(model: str, path: str, precision: str, args, out: Path) -> dict[str, Any]:
     """Training images/s of one model on one path: the median of --windows windows after --warmup steps."""
-    fast, channels_last, comp, plain = (bool(v) for v in PATHS[path])
+    in_memory, channels_last, comp, plain = (bool(v) for v in PATHS[path])
     n_steps = args.warmup + args.window * args.windows
-    overrides = [f"paths.output_dir={out}", f"model={model}", f"data.fast={fast}", *SHORT_FIT.split()]
+    overrides = [
+        f"paths.output_dir={out}",
+        f"model={model}",
+        f"data.in_memory={in_memory}",
+        *SHORT_FIT.split(),
+    ]
     overrides += [
         f"model.channels_last={channels_last}",
         f"model.compile={comp}",

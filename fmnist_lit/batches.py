@@ -1,4 +1,4 @@
-"""The fast path's batches: index slices of one in-memory uint8 tensor, made into normalised, augmented float
+"""The in-memory path's batches: index slices of one in-memory uint8 tensor, made into normalised, augmented float
 batches on the device.
 
 `TensorBatches` is the loader (order a pure function of seed and epoch, position saved in checkpoints);

@@ -9,7 +9,7 @@ Fast path (default): each split is one uint8 tensor in memory, batches are index
 normalisation and augmentation happen per batch on the device (`on_after_batch_transfer`, with fmnist_lit.batches).
 On a GPU the uint8 tensors themselves go to the device once (`keep_on_device`), so a step copies nothing from the
 host.
-`fast=false` keeps torchvision's per-image PIL/ToTensor path for comparison.
+`in_memory=false` keeps torchvision's per-image PIL/ToTensor path for comparison.
 """
 
 from __future__ import annotations
@@ -236,7 +236,7 @@ class FashionMNISTDataModule(L.LightningDataModule):
         eval_batch_size: int,
         val_size: int,
         split_seed: int,
-        fast: bool,
+        in_memory: bool,
         download: bool,
         check_md5: bool,
         num_workers: int,
@@ -293,7 +293,7 @@ class FashionMNISTDataModule(L.LightningDataModule):
 
     def _loader(self, x: torch.Tensor, y: torch.Tensor, train: bool, sharded: bool = True):
         bs = self.hparams.batch_size if train else self.hparams.eval_batch_size
-        if not self.hparams.fast:
+        if not self.hparams.in_memory:
             return DataLoader(
                 _PILDataset(x, y),
                 batch_size=bs,

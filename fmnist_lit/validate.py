@@ -129,7 +129,7 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     (
         "data.augment_flip",
         lambda v: v in (True, False, "alternate"),
-        "must be true, false or alternate (each image mirrored in every other epoch; needs data.fast=true)",
+        "must be true, false or alternate (each image mirrored in every other epoch; needs data.in_memory=true)",
     ),
     (
         "trainer.precision",
@@ -207,9 +207,9 @@ def check_train_config(cfg: DictConfig, resolved: bool = True) -> None:
             "early stopping monitors a validation metric but data.val_size=0: "
             "set data.val_size > 0 or drop callbacks.early_stopping"
         )
-    if _select(cfg, "data.augment_flip") == "alternate" and _select(cfg, "data.fast") is False:
+    if _select(cfg, "data.augment_flip") == "alternate" and _select(cfg, "data.in_memory") is False:
         raise UserError(
-            "data.augment_flip=alternate needs data.fast=true (the in-memory loader knows each image's index)"
+            "data.augment_flip=alternate needs data.in_memory=true (the in-memory loader knows each image's index)"
         )
 
 

@@ -161,7 +161,7 @@ def test_augment_translation_is_a_shift():
     assert abs(r - 10) <= 2 and abs(c - 10) <= 2 and out.sum() == 1
 
 
-def test_pil_path_matches_fast_path(tiny_root, tmp_path):
+def test_pil_path_matches_in_memory_path(tiny_root, tmp_path):
     dm = make_datamodule(tiny_root, tmp_path)
     dm.setup()
     img, _ = D._PILDataset(dm.test_x, dm.test_y)[3]
@@ -171,7 +171,7 @@ def test_pil_path_matches_fast_path(tiny_root, tmp_path):
 @pytest.mark.parametrize(
     ("device", "keep", "expected"), [("cpu", True, "cpu"), ("meta", True, "meta"), ("meta", False, "cpu")]
 )
-def test_fast_path_keeps_splits_on_the_accelerator(tiny_root, tmp_path, device, keep, expected):
+def test_in_memory_path_keeps_splits_on_the_accelerator(tiny_root, tmp_path, device, keep, expected):
     # no GPU in CI: the "meta" device stands in for one (any non-CPU root device of the trainer)
     from types import SimpleNamespace
 
