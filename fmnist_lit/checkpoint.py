@@ -23,6 +23,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
@@ -259,8 +260,23 @@ def check_resumable(
         )
 
 
+def build_from_run(run_cfg: DictConfig, section: str, ckpt_path: str | Path, **overrides: Any) -> Any:
+    """`instantiate(run_cfg.<section>)` for a run read back; a run whose settings this code's classes no longer
+    take (a run older than the code) is one UserError: such runs are re-run, not kept loadable."""
+    try:
+        return instantiate(run_cfg[section], **overrides)
+    except InstantiationException as e:
+        if not isinstance(e.__cause__, (TypeError, ValueError)):
+            raise
+        cause = " ".join(str(e.__cause__).split())[:200]
+        raise UserError(
+            f"ckpt_path={ckpt_path}: its run's `{section}` settings do not build with this version of the code "
+            f"({cause}); runs from older versions are re-run with train.py, not loaded"
+        ) from None
+
+
 def load_model(run_cfg: DictConfig, ckpt: dict[str, Any], ckpt_path: str | Path) -> L.LightningModule:
-    model = instantiate(run_cfg.model)
+    model = build_from_run(run_cfg, "model", ckpt_path)
     # a run with model.compile=true saved keys of the compiled wrapper (`net._orig_mod.`)
     state = {k.replace("._orig_mod.", "."): v for k, v in ckpt["state_dict"].items()}
     try:

@@ -12,12 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from fmnist_lit.assess import assess, describe, write_results
 from fmnist_lit.calibration import stored_temperature
-from fmnist_lit.checkpoint import load_model, locate, read_checkpoint, run_config, run_dir_of
+from fmnist_lit.checkpoint import build_from_run, load_model, locate, read_checkpoint, run_config, run_dir_of
 from fmnist_lit.cli import exit_on_user_error, set_threads
 from fmnist_lit.console import ProgressBar
 from fmnist_lit.report import load_metrics
@@ -41,8 +40,11 @@ def check_before_writing(cfg: DictConfig, out: Path) -> None:
     of ours, or whose run names a class the user does not trust, is refused with nothing written."""
     check_eval_config(cfg)
     ckpt_path = locate(cfg.ckpt_path)
-    read_checkpoint(ckpt_path)
-    run_config(ckpt_path)
+    ckpt = read_checkpoint(ckpt_path)
+    run_cfg = run_config(ckpt_path)[1]
+    # a run the code can no longer build is refused here too (building reads no data)
+    load_model(run_cfg, ckpt, ckpt_path)
+    build_from_run(run_cfg, "data", ckpt_path)
     check_output_dir(ckpt_path, out)
 
 
@@ -57,7 +59,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     set_threads(cfg.get("threads"))
     model = load_model(run_cfg, ckpt, ckpt_path)
-    dm = instantiate(run_cfg.data, **({"root": cfg.data.root} if cfg.data.get("root") else {}))
+    dm = build_from_run(
+        run_cfg, "data", ckpt_path, **({"root": cfg.data.root} if cfg.data.get("root") else {})
+    )
     # the precision the run decided and recorded in its config.yaml: the test accuracy is reproduced exactly
     precision = str(run_cfg.trainer.precision)
     trainer = L.Trainer(

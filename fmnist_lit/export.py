@@ -26,13 +26,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import nn
 
 from fmnist_lit.batches import MEAN, STD, normalize_uint8
 from fmnist_lit.calibration import stored_temperature
-from fmnist_lit.checkpoint import load_model, locate, read_checkpoint, run_config
+from fmnist_lit.checkpoint import build_from_run, load_model, locate, read_checkpoint, run_config
 from fmnist_lit.cli import exit_on_user_error, set_threads
 from fmnist_lit.data import CLASSES
 from fmnist_lit.predictor import PRODUCER, onnx_runner, scaled
@@ -124,8 +123,9 @@ def check_before_writing(cfg: DictConfig, out_dir: Path) -> None:
     if fmt not in SUFFIX:
         raise UserError(f"format={fmt}: choose onnx or torchscript")
     ckpt_path = locate(cfg.ckpt_path)
-    read_checkpoint(ckpt_path)
-    run_config(ckpt_path)
+    ckpt = read_checkpoint(ckpt_path)
+    # a run the code can no longer build is refused here too (building reads no data)
+    load_model(run_config(ckpt_path)[1], ckpt, ckpt_path)
     out = Path(cfg.output) if cfg.get("output") else out_dir / f"model{SUFFIX[fmt]}"
     if out.exists():
         raise UserError(f"{out} already exists: choose another output=")
@@ -147,7 +147,9 @@ def export(cfg: DictConfig) -> dict[str, Any]:
             "no temperature stored for %s: exporting with T = 1 (uncalibrated probabilities)", ckpt_path.name
         )
 
-    dm = instantiate(run_cfg.data, **({"root": cfg.data.root} if cfg.data.get("root") else {}))
+    dm = build_from_run(
+        run_cfg, "data", ckpt_path, **({"root": cfg.data.root} if cfg.data.get("root") else {})
+    )
     dm.prepare_data()
     dm.setup("test")
     images = dm.test_x[: int(cfg.parity_images)]

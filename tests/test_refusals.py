@@ -5,10 +5,12 @@ checkpoint (its folder) and resuming a finished run."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from tests.helpers import TINY, assert_one_error_line, run_script, train_cli
 
@@ -30,6 +32,12 @@ def refusals(run: Path, tmp_path: Path, tiny_root: Path) -> dict[str, tuple[list
     onnx.write_bytes(b"\x08\x07not an onnx file")
     last = run / "checkpoints" / "last.ckpt"
     data = [f"data.root={tiny_root}", *TINY, "logger=csv"]
+    # a run from an older version of the code: its net took a setting this one no longer takes
+    old = tmp_path / "old_run"
+    shutil.copytree(run, old)
+    cfg = OmegaConf.load(old / "config.yaml")
+    cfg.model.net.depth = 3
+    OmegaConf.save(cfg, old / "config.yaml")
     return {
         "eval: metrics.json": (
             ["eval.py", f"ckpt_path={run / 'metrics.json'}"],
@@ -39,6 +47,11 @@ def refusals(run: Path, tmp_path: Path, tiny_root: Path) -> dict[str, tuple[list
         "eval: foreign": (["eval.py", f"ckpt_path={foreign}"], "not a Lightning checkpoint"),
         "eval: not a run": (["eval.py", f"ckpt_path={tmp_path}"], "not a finished train.py run"),
         "export: tflite": (["export.py", f"ckpt_path={last}", "format=tflite"], "format=tflite"),
+        "eval: run older than the code": (
+            ["eval.py", str(old)],
+            "do not build with this version of the code",
+        ),
+        "export: run older than the code": (["export.py", str(old)], "do not build with this version"),
         "train: other net": (
             ["train.py", *data, "model=simple_cnn", f"ckpt_path={last}"],
             "weights do not fit",
@@ -56,6 +69,7 @@ def refusals(run: Path, tmp_path: Path, tiny_root: Path) -> dict[str, tuple[list
 
 CASES = ["eval: metrics.json", "eval: onnx", "eval: foreign", "eval: not a run", "export: tflite"]
 CASES += ["train: other net", "train: finished", "train: key the class refuses"]
+CASES += ["eval: run older than the code", "export: run older than the code"]
 
 
 @pytest.mark.slow
