@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,7 +35,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch.utils.flop_counter import FlopCounterMode
 
-from benchmarks.throughput import RESULTS, ROOT, SYNTHETIC, print_table, record
+from benchmarks.throughput import RESULTS, ROOT, SYNTHETIC, print_table, record, timed_train
 from fmnist_lit.synthetic import write_tiny_root
 
 # train.py runs from the repository root, where `benchmarks` is importable
@@ -80,13 +79,7 @@ def train_flops(run_dir: Path) -> float:
 def run(recipe: list[str], seed: int, out: Path, args, target: bool = False) -> dict[str, Any]:
     """One timed `python train.py <recipe> seed=<seed>` into `out`: its results row."""
     overrides = [*recipe, f"seed={seed}", *args.extra, *(TARGET_CALLBACK.split() if target else [])]
-    cmd = [sys.executable, str(ROOT / "train.py"), *overrides, f"hydra.run.dir={out}"]
-    t0 = time.time()
-    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, cwd=ROOT)
-    wall = time.time() - t0
-    if proc.returncode != 0:
-        raise SystemExit(f"error: {' '.join(cmd)} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
-    m = json.loads((out / "metrics.json").read_text())
+    t0, wall, m = timed_train(overrides, out)
     row = {
         "kind": "speedrun",
         "recipe": " ".join(recipe),

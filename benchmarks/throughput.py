@@ -198,16 +198,22 @@ def throughput(model: str, path: str, precision: str, args, out: Path) -> dict[s
     }
 
 
-def time_to_accuracy(seed: int, args, out: Path) -> dict[str, Any]:
-    """One `python train.py experiment=fast seed=<seed>` in a subprocess, with TimeToAccuracy."""
-    overrides = ["experiment=fast", f"seed={seed}", *TTA.split(), *args.train_overrides]
+def timed_train(overrides: list[str], out: Path) -> tuple[float, float, dict[str, Any]]:
+    """`python train.py <overrides>` into `out`, in a subprocess: (launch unix time, wall seconds to its exit, its
+    metrics.json). A failed run ends the benchmark with its stderr."""
     cmd = [sys.executable, str(ROOT / "train.py"), *overrides, f"hydra.run.dir={out}"]
     t0 = time.time()
     proc = subprocess.run(cmd, check=False, capture_output=True, text=True, cwd=ROOT)
     wall = time.time() - t0
     if proc.returncode != 0:
         raise SystemExit(f"error: {' '.join(cmd)} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
-    m = json.loads((out / "metrics.json").read_text())
+    return t0, wall, json.loads((out / "metrics.json").read_text())
+
+
+def time_to_accuracy(seed: int, args, out: Path) -> dict[str, Any]:
+    """One `python train.py experiment=fast seed=<seed>` in a subprocess, with TimeToAccuracy."""
+    overrides = ["experiment=fast", f"seed={seed}", *TTA.split(), *args.train_overrides]
+    t0, wall, m = timed_train(overrides, out)
     start, *epochs = (json.loads(line) for line in (out / "time_to_accuracy.jsonl").read_text().splitlines())
     reached = next((e["unix_time"] - t0 for e in epochs if e["test_acc"] >= args.target), None)
     return {

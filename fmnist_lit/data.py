@@ -225,8 +225,8 @@ class _PILDataset(Dataset):
 
 class FashionMNISTDataModule(L.LightningDataModule):
     """The official splits, validation carved from the 60k training images by `split_seed`. Every setting comes
-    from conf/data/fmnist.yaml (the one place with defaults); the few keyword defaults below only let configs saved
-    before those settings existed load in eval.py."""
+    from conf/data/fmnist.yaml (the one place with defaults); only the CSV files, which conf/data/csv.yaml adds,
+    default to none."""
 
     def __init__(
         self,
@@ -244,8 +244,8 @@ class FashionMNISTDataModule(L.LightningDataModule):
         augment_pad: int,
         augment_flip: bool | str,
         keep_on_device: bool,
-        augment_erase: float = 0.0,
-        test_each_epoch: bool = False,
+        augment_erase: float,
+        test_each_epoch: bool,
         train_csv: str | None = None,
         test_csv: str | None = None,
     ):

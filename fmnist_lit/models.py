@@ -132,7 +132,7 @@ class FastCNN(nn.Module):
                     )
                 )
             else:
-                # the original layout (checkpoints from before pool_first load unchanged)
+                # the textbook order, conv -> BN -> ReLU -> pool: pool_first's ablation
                 layers += [conv_bn(c, w), nn.MaxPool2d(2)]
             layers += [conv_bn(w, w) for _ in range(n_extra)]
             c = w

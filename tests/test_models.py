@@ -47,8 +47,7 @@ def test_eval_is_deterministic(name):
 def test_fast_cnn_layouts():
     from fmnist_lit.models import FastCNN
 
-    # the original layout (pool_first=False, no extra convs) keeps its exact state_dict (names and shapes, as
-    # written before pool_first existed): older fast_cnn checkpoints still load strictly from their saved config
+    # the textbook layout (pool_first=False, no extra convs): conv-BN-ReLU-pool per stage, then the linear head
     bn = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
     old = {"head.2.weight": (10, 64 * 9), "head.2.bias": (10,)}
     for i, (c_in, c_out) in zip((0, 2, 4), ((1, 16), (16, 32), (32, 64))):
