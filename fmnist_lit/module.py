@@ -103,9 +103,11 @@ class LitClassifier(L.LightningModule):
             h, w = x.shape[-2:]
             background = (0.0 - MEAN) / STD
             padded = nn.functional.pad(x, (s, s, s, s), value=background)
-            # (B, 1, H, W) crops of the padded image: content moved down-right, then up-left, by s pixels
-            down_right = padded[..., :h, :w].contiguous(memory_format=torch.channels_last)
-            up_left = padded[..., 2 * s :, 2 * s :].contiguous(memory_format=torch.channels_last)
+            # (B, 1, H, W) crops of the padded image: content moved down-right, then up-left, by s pixels, in the
+            # input's memory format (the net's)
+            fmt = torch.channels_last if self.hparams.channels_last else torch.contiguous_format
+            down_right = padded[..., :h, :w].contiguous(memory_format=fmt)
+            up_left = padded[..., 2 * s :, 2 * s :].contiguous(memory_format=fmt)
             logits = 0.5 * logits + 0.25 * (self._views_logits(down_right) + self._views_logits(up_left))
         return logits
 

@@ -98,7 +98,9 @@ def param_groups(module: torch.nn.Module, optimizer_fn: Any, bias_lr_mult: float
     params = [p for p in module.parameters() if p.requires_grad]
     if bias_lr_mult == 1:
         return [{"params": params}]
-    lr = optimizer_fn.keywords["lr"]
+    lr = optimizer_fn.keywords.get("lr")
+    if lr is None:
+        raise UserError("model.bias_lr_mult needs the optimiser's LR in the config: set optimizer.lr")
     decay = optimizer_fn.keywords.get("weight_decay", 0.0)
     return [
         {"params": [p for p in params if p.ndim > 1]},

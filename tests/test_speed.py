@@ -103,3 +103,12 @@ def test_speed_recipe_trains_and_eval_reproduces_it(tmp_path, tiny_root, recipe)
     proc = run_script("eval.py", str(run), f"data.root={tiny_root}", f"hydra.run.dir={out}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads((out / "metrics.json").read_text())["test_acc"] == metrics["test_acc"]
+
+
+def test_bias_lr_multiplier_without_an_optimizer_lr_is_one_error(tmp_path, tiny_root):
+    from fmnist_lit.utils import UserError
+
+    cfg = compose_cfg(tmp_path, tiny_root, ["experiment=speed94", "~scheduler", "~optimizer.lr"])
+    model = instantiate(cfg.model)
+    with pytest.raises(UserError, match="set optimizer.lr"):
+        optim.param_groups(model, model.optimizer_fn, 64.0)
