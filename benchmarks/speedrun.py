@@ -82,7 +82,7 @@ def run(recipe: list[str], seed: int, out: Path, args, target: bool = False) -> 
     t0, wall, m = timed_train(overrides, out)
     row = {
         "kind": "speedrun",
-        "recipe": " ".join(recipe),
+        "recipe": " ".join([*recipe, *args.extra]),
         "seed": seed,
         "precision": m["precision"],
         "threads": m["threads"],

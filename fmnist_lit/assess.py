@@ -1,9 +1,11 @@
-"""What happens to a model once it is trained, the one path train.py and eval.py share: test -> predict the test
-set -> calibrate -> (corruption sweep) -> metrics.json -> report/.
+"""What happens to a model once it is trained, the one path train.py and eval.py share: predict the test set ->
+its metrics, also sent to the run's loggers -> calibrate -> (corruption sweep) -> metrics.json -> report/.
 
-The numbers in metrics.json and the report come from one source, the test set's logits from `trainer.predict`, so
-they describe the same images. A trainer that tests part of the test set (`trainer.limit_test_batches`,
-`fast_dev_run`) predicts that same part: metrics.json's `test_images` says how many of the 10,000 were tested.
+The test set is passed once: the numbers in metrics.json, the loggers' `test/*` scalars and the report all come
+from one source, its logits from `trainer.predict`, so they describe the same images (one pass matters: a model
+with multi-view TTA pays several forward passes per image). A trainer that tests part of the test set
+(`trainer.limit_test_batches`, `fast_dev_run`) predicts that same part: metrics.json's `test_images` says how many
+of the 10,000 were tested.
 """
 
 from __future__ import annotations
@@ -66,14 +68,35 @@ def test_metrics(logits: torch.Tensor, target: torch.Tensor) -> dict[str, Any]:
     }
 
 
-def predict_test_set(trainer: L.Trainer, model: L.LightningModule, datamodule: Any) -> torch.Tensor:
-    """(N, 10) logits of the images the test pass saw: the trainer's test limit applies to this pass too."""
+def predict_test_set(
+    trainer: L.Trainer, model: L.LightningModule, datamodule: Any, ckpt_path: str | None
+) -> torch.Tensor:
+    """(N, 10) logits of `ckpt_path`'s weights (None: the model's own) on the test set, whole on every DDP rank;
+    the trainer's test limit applies."""
     full = trainer.limit_predict_batches
     trainer.limit_predict_batches = trainer.limit_test_batches
     try:
-        return torch.cat(trainer.predict(model, datamodule=datamodule)).float().cpu()
+        batches = trainer.predict(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        return torch.cat(batches).float().cpu()
     finally:
         trainer.limit_predict_batches = full
+
+
+def log_test_metrics(trainer: L.Trainer, metrics: dict[str, Any]) -> None:
+    """The test numbers as the loggers' `test/*` scalars (TensorBoard's HParams columns, MLflow, W&B), at the
+    last training step; the loggers were finalised by the predict pass, so they are finalised again (flushed)."""
+    scalars = {
+        "test/acc": metrics["test_acc"],
+        "test/loss": metrics["test_loss"],
+        "test/precision": metrics["test_precision_macro"],
+        "test/recall": metrics["test_recall_macro"],
+        "test/f1": metrics["test_f1_macro"],
+    }
+    if not trainer.is_global_zero:
+        return
+    for logger in trainer.loggers:
+        logger.log_metrics(scalars, step=trainer.global_step)
+        logger.finalize("success")
 
 
 def assess(
@@ -85,13 +108,13 @@ def assess(
     temperature: float | None = None,
     corruptions: bool = False,
 ) -> Assessment:
-    """Test `ckpt_path`'s weights (None: the model's own), predict the test set, calibrate (with the stored
+    """Predict the test set with `ckpt_path`'s weights (None: the model's own), calibrate (with the stored
     `temperature`, else fitted on the validation split) and, if asked, measure accuracy under corruptions. Every
     DDP rank takes part; the metrics are the same on each."""
-    trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False, weights_only=True)
-    logits = predict_test_set(trainer, model, datamodule)
+    logits = predict_test_set(trainer, model, datamodule, ckpt_path)
     target = datamodule.test_y[: len(logits)].long()
     metrics = test_metrics(logits, target) | {"test_images_total": len(datamodule.test_y)}
+    log_test_metrics(trainer, metrics)
     if len(target) < len(datamodule.test_y):
         log.warning(
             "tested %d of the %d test images (the trainer limits testing)",

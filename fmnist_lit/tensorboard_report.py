@@ -115,7 +115,7 @@ class TensorBoardReport(L.Callback):
         self._targets: list[torch.Tensor] = []
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # MLflow shows a run's params while it trains (TensorBoard gets them with the final metrics, on_test_end)
+        # MLflow shows a run's params while it trains (TensorBoard gets them with the final metrics, once the test set is predicted)
         for lg in trainer.loggers:
             if isinstance(lg, MLFlowLogger):
                 lg.log_hyperparams(sweep_hparams(self._hparams))
@@ -148,24 +148,6 @@ class TensorBoardReport(L.Callback):
             fig = plots.confusion_matrix_figure(cm, CLASSES, f"Validation confusion matrix, epoch {epoch}")
             _tensorboard(trainer).experiment.add_figure("val/confusion_matrix", fig, global_step=epoch)
 
-    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        tb = _tensorboard(trainer)
-        if tb is None or not trainer.is_global_zero:
-            return
-        # the results' columns first, then the settings this run (or its sweep) varies: fmnist_lit/loggers.py;
-        # the metric values are the scalars already logged, so nothing is logged twice
-        params = sweep_hparams(self._hparams)
-        # where each declared column reads its value: Hydra's record of the config before it was resolved
-        record = Path(tb.save_dir) / ".hydra" / "config.yaml"
-        declared = (
-            OmegaConf.select(OmegaConf.load(record), "callbacks.report.hparams") if record.is_file() else None
-        )
-        differs = varied_columns(declared, params, varying_overrides())
-        # as Lightning's own log_hyperparams writes them
-        writer = tb.experiment._get_file_writer()
-        for summary in hparams_summaries(params, differs, trial_name(tb.save_dir)):
-            writer.add_summary(summary)
-
     def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._probs, self._targets = [], []
 
@@ -190,6 +172,7 @@ class TensorBoardReport(L.Callback):
         if tb is None or not trainer.is_global_zero or not self._probs or not test_set:
             self._probs, self._targets = [], []
             return
+        self._log_hparams(tb)
         probs, target = torch.cat(self._probs), torch.cat(self._targets)
         step = trainer.global_step
         for k, name in enumerate(CLASSES):
@@ -203,3 +186,20 @@ class TensorBoardReport(L.Callback):
         tb.experiment.add_figure(tb_tag("test/predictions"), fig, global_step=step)
         tb.experiment.flush()
         self._probs, self._targets = [], []
+
+    def _log_hparams(self, tb: TensorBoardLogger) -> None:
+        """The HParams tab's row of this run, once its test set is predicted (assess.log_test_metrics then logs
+        the `test/*` scalars its columns read)."""
+        # the results' columns first, then the settings this run (or its sweep) varies: fmnist_lit/loggers.py;
+        # the metric values are the scalars already logged, so nothing is logged twice
+        params = sweep_hparams(self._hparams)
+        # where each declared column reads its value: Hydra's record of the config before it was resolved
+        record = Path(tb.save_dir) / ".hydra" / "config.yaml"
+        declared = (
+            OmegaConf.select(OmegaConf.load(record), "callbacks.report.hparams") if record.is_file() else None
+        )
+        differs = varied_columns(declared, params, varying_overrides())
+        # as Lightning's own log_hyperparams writes them
+        writer = tb.experiment._get_file_writer()
+        for summary in hparams_summaries(params, differs, trial_name(tb.save_dir)):
+            writer.add_summary(summary)

@@ -207,6 +207,10 @@ def check_train_config(cfg: DictConfig, resolved: bool = True) -> None:
             "early stopping monitors a validation metric but data.val_size=0: "
             "set data.val_size > 0 or drop callbacks.early_stopping"
         )
+    mult = _select(cfg, "model.bias_lr_mult")
+    if mult not in (_ABSENT, None, 1) and _select(cfg, "optimizer.lr") in (_ABSENT, None):
+        # its second parameter group's LR is lr x mult (fmnist_lit/optim.py)
+        raise UserError("model.bias_lr_mult needs the optimiser's LR in the config: set optimizer.lr")
     if _select(cfg, "data.augment_flip") == "alternate" and _select(cfg, "data.in_memory") is False:
         raise UserError(
             "data.augment_flip=alternate needs data.in_memory=true (the in-memory loader knows each image's index)"

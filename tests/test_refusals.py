@@ -64,11 +64,16 @@ def refusals(run: Path, tmp_path: Path, tiny_root: Path) -> dict[str, tuple[list
             ["train.py", *data, "+model.net.depth=3"],
             "unexpected keyword argument 'depth'",
         ),
+        "train: BN/bias LR multiplier without an LR": (
+            ["train.py", *data, "experiment=speed94", "~scheduler", "~optimizer.lr"],
+            "model.bias_lr_mult needs the optimiser's LR",
+        ),
     }
 
 
 CASES = ["eval: metrics.json", "eval: onnx", "eval: foreign", "eval: not a run", "export: tflite"]
 CASES += ["train: other net", "train: finished", "train: key the class refuses"]
+CASES += ["train: BN/bias LR multiplier without an LR"]
 CASES += ["eval: run older than the code", "export: run older than the code"]
 
 

@@ -107,8 +107,12 @@ def test_speed_recipe_trains_and_eval_reproduces_it(tmp_path, tiny_root, recipe)
 
 def test_bias_lr_multiplier_without_an_optimizer_lr_is_one_error(tmp_path, tiny_root):
     from fmnist_lit.utils import UserError
+    from fmnist_lit.validate import check_train_config
 
     cfg = compose_cfg(tmp_path, tiny_root, ["experiment=speed94", "~scheduler", "~optimizer.lr"])
     model = instantiate(cfg.model)
     with pytest.raises(UserError, match="set optimizer.lr"):
         optim.param_groups(model, model.optimizer_fn, 64.0)
+    # and train.py refuses it before it writes anything
+    with pytest.raises(UserError, match="set optimizer.lr"):
+        check_train_config(cfg, resolved=False)
