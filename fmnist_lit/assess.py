@@ -106,11 +106,12 @@ def assess(
     *,
     ckpt_path: str | None = None,
     temperature: float | None = None,
+    val_logits: torch.Tensor | None = None,
     corruptions: bool = False,
 ) -> Assessment:
     """Predict the test set with `ckpt_path`'s weights (None: the model's own), calibrate (with the stored
-    `temperature`, else fitted on the validation split) and, if asked, measure accuracy under corruptions. Every
-    DDP rank takes part; the metrics are the same on each."""
+    `temperature`, else fitted on the validation split: on `val_logits` when given, see calibration.calibrate) and,
+    if asked, measure accuracy under corruptions. Every DDP rank takes part; the metrics are the same on each."""
     logits = predict_test_set(trainer, model, datamodule, ckpt_path)
     target = datamodule.test_y[: len(logits)].long()
     metrics = test_metrics(logits, target) | {"test_images_total": len(datamodule.test_y)}
@@ -121,7 +122,7 @@ def assess(
             len(target),
             len(datamodule.test_y),
         )
-    metrics["calibration"] = calibrate(trainer, model, datamodule, logits, temperature)
+    metrics["calibration"] = calibrate(trainer, model, datamodule, logits, temperature, val_logits)
     if corruptions:
         metrics["robustness"] = robustness.evaluate_corruptions(trainer, model, datamodule)
     return Assessment(logits, target, metrics)

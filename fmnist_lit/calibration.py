@@ -105,9 +105,11 @@ def calibrate(
     datamodule: Any,
     test_logits: torch.Tensor,
     stored: float | None = None,
+    val_logits: torch.Tensor | None = None,
 ) -> dict[str, Any]:
     """metrics.json's `calibration`: T (the `stored` one, else fitted on the validation split, else 1) and the
-    test ECE/NLL before and after it."""
+    test ECE/NLL before and after it. `val_logits`: the tested weights' logits (N_val, C) of the whole validation
+    split, already computed (the fit's validation pass of the selected epoch); otherwise they are predicted."""
     out: dict[str, Any] = {"temperature": 1.0, "n_bins": N_BINS}
     if stored is not None:
         out |= {"temperature": stored, "fitted_on": f"stored with the run (checkpoints/{FILE})"}
@@ -115,7 +117,8 @@ def calibrate(
         # report.md says: no validation split, T = 1
         out["fitted_on"] = None
     else:
-        val_logits = predict_logits(trainer, model, datamodule, datamodule.val_x, datamodule.val_y)
+        if val_logits is None or len(val_logits) != len(datamodule.val_x):
+            val_logits = predict_logits(trainer, model, datamodule, datamodule.val_x, datamodule.val_y)
         # all of it, unless the trainer limits predict batches
         val_y = datamodule.val_y[: len(val_logits)]
         t = fit_temperature(val_logits, val_y)

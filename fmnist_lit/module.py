@@ -74,6 +74,10 @@ class LitClassifier(L.LightningModule):
         self.val_acc_best = MaxMetric()
         # the epoch (from 0) of the best val/acc so far; -1 before the first validation epoch
         self.best_val_epoch = -1
+        # (N_val, 10) fp32 logits of that epoch's validation pass (one process, kept on CPU): calibration fits its
+        # temperature on them instead of predicting the validation split again; None until then
+        self.best_val_logits: torch.Tensor | None = None
+        self._epoch_val_logits: list[torch.Tensor] = []
         # running sums over the epoch, (4,): loss x images, plain cross-entropy x images, correct, images
         self._train_sums = torch.zeros(4)
         # (loss x images, images) since the last per-step log
@@ -198,10 +202,15 @@ class LitClassifier(L.LightningModule):
             self.val_loss.update(loss, weight=len(y))
             self.val_metrics.update(logits, y)
             self.val_confmat.update(logits, y)
+            if self.trainer.world_size == 1:
+                self._epoch_val_logits.append(logits.detach().cpu())
         else:
             # the test set, evaluated for information only
             self.test_each_epoch_loss.update(loss, weight=len(y))
             self.test_each_epoch_acc.update(logits, y)
+
+    def on_validation_epoch_start(self) -> None:
+        self._epoch_val_logits = []
 
     def on_validation_epoch_end(self) -> None:
         if self.test_each_epoch_loss.update_called:
@@ -219,6 +228,7 @@ class LitClassifier(L.LightningModule):
         if not self.trainer.sanity_checking:
             if self.best_val_epoch < 0 or acc > self.val_acc_best.compute():
                 self.best_val_epoch = self.current_epoch
+                self.best_val_logits = torch.cat(self._epoch_val_logits) if self._epoch_val_logits else None
             self.val_acc_best(acc)
             self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True)
         # after tensorboard_report.TensorBoardReport has read it (callback hooks run first)

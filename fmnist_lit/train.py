@@ -127,12 +127,16 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
         best, selection = selected_checkpoint(trainer)
-        # test, predict, calibrate on validation, corruption sweep if asked: every DDP rank takes part
+        # the tested weights are those of the best val/acc epoch, whose validation logits the module kept
+        monitor = getattr(trainer.checkpoint_callback, "monitor", None)
+        val_logits = model.best_val_logits if best and monitor == "val/acc" else None
+        # predict the test set, calibrate on validation, corruption sweep if asked: every DDP rank takes part
         result = assess(
             trainer,
             model,
             datamodule,
             ckpt_path=best,
+            val_logits=val_logits,
             corruptions=bool((cfg.get("report") or {}).get("robustness")),
         )
         calibration = result.metrics["calibration"]

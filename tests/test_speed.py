@@ -116,3 +116,37 @@ def test_bias_lr_multiplier_without_an_optimizer_lr_is_one_error(tmp_path, tiny_
     # and train.py refuses it before it writes anything
     with pytest.raises(UserError, match="set optimizer.lr"):
         check_train_config(cfg, resolved=False)
+
+
+def test_fit_keeps_the_validation_logits_of_the_checkpoint_it_tests(tmp_path, tiny_root):
+    """The best val/acc epoch's validation logits (EMA weights swapped in, 6-view TTA) are those of the checkpoint
+    saved for it, bit for bit: calibration fits its temperature on them instead of predicting the split again."""
+    from fmnist_lit.calibration import predict_logits
+    from fmnist_lit.components import build_trainer
+
+    overrides = ["experiment=speed94", "trainer.max_epochs=3", "trainer.precision=32-true", "seed=0"]
+    cfg = compose_cfg(tmp_path, tiny_root, [*overrides, "trainer.check_val_every_n_epoch=1", "logger=csv"])
+    dm, model, trainer = instantiate(cfg.data), instantiate(cfg.model), build_trainer(cfg)
+    trainer.fit(model, datamodule=dm)
+    best = trainer.checkpoint_callback.best_model_path
+    assert best and model.best_val_logits is not None and len(model.best_val_logits) == len(dm.val_x)
+    kept = model.best_val_logits
+    model.load_state_dict(torch.load(best, weights_only=True)["state_dict"])
+    assert torch.equal(predict_logits(trainer, model, dm, dm.val_x, dm.val_y), kept)
+
+
+def test_calibration_uses_given_validation_logits_and_predicts_otherwise(monkeypatch, tiny_root, tmp_path):
+    from fmnist_lit import calibration
+
+    cfg = compose_cfg(tmp_path, tiny_root, ["model=mlp"])
+    dm = instantiate(cfg.data)
+    dm.setup()
+    g = torch.Generator().manual_seed(0)
+    val, test = torch.randn(len(dm.val_x), 10, generator=g), torch.randn(len(dm.test_x), 10, generator=g)
+    predicted = []
+    monkeypatch.setattr(calibration, "predict_logits", lambda *a: predicted.append(1) or 2 * val)
+    c = calibration.calibrate(None, None, dm, test, val_logits=val)
+    assert not predicted and c["temperature"] == calibration.fit_temperature(val, dm.val_y)
+    # logits of part of the split (a limited validation pass) are not enough: the split is predicted
+    c = calibration.calibrate(None, None, dm, test, val_logits=val[:10])
+    assert predicted and c["temperature"] == calibration.fit_temperature(2 * val, dm.val_y)
