@@ -152,6 +152,11 @@ def main(argv: list[str] | None = None) -> int:
         help="of the torch paths (Keras trains in fp32, as the notebook)",
     )
     p.add_argument("--batch", type=int, default=KERAS_BATCH, help="both sides (default: the notebook's)")
+    p.add_argument(
+        "--torch-batch",
+        type=int,
+        help="bn_gap's batch instead of --batch (128: as `python train.py` runs it)",
+    )
     p.add_argument("--warmup", type=int, default=5, help="untimed steps first (>= 1)")
     p.add_argument("--window", type=int, default=20, help="steps per timed window")
     p.add_argument("--windows", type=int, default=5, help="timed windows per measurement")
@@ -167,8 +172,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.keras_worker:
         print(json.dumps(keras_side(**json.loads(args.keras_worker))))
         return 0
-    if min(args.batch, args.warmup, args.window, args.windows, args.repeats) < 1:
-        p.error("--batch, --warmup, --window, --windows and --repeats must be >= 1")
+    args.torch_batch = args.torch_batch or args.batch
+    if min(args.batch, args.torch_batch, args.warmup, args.window, args.windows, args.repeats) < 1:
+        p.error("--batch, --torch-batch, --warmup, --window, --windows and --repeats must be >= 1")
     repo_dirs = [ROOT / "docs", ROOT / "benchmarks"]
     if args.synthetic and args.results and any(args.results.resolve().is_relative_to(d) for d in repo_dirs):
         p.error("--synthetic measures fake data: send its --results outside docs/ and benchmarks/")
@@ -204,7 +210,7 @@ def side_by_side(args) -> int:
         # a side that ran out of training images timed fewer windows: refused before the first row is written
         # (the torch side, measured first, has the fewer images)
         if len(row["windows_img_s"]) < args.windows:
-            fail(f"too few training images for --warmup + --window x --windows steps of {args.batch}")
+            fail(f"too few training images for --warmup + --window x --windows steps of {row['batch']}")
         return record(row, args)
 
     set_threads(args.threads)
@@ -217,6 +223,9 @@ def side_by_side(args) -> int:
         args.data_overrides = [f"data.root={root}", *(SYNTHETIC.split() if args.synthetic else [])]
         if args.synthetic:
             args.warmup, args.window, args.windows = 1, 2, 2
+        # bn_gap as the project configures it, at its own batch size
+        torch_args = argparse.Namespace(**vars(args), overrides=[])
+        torch_args.batch = args.torch_batch
         try:
             # the IDX files the Keras side reads (the torch side's data module checks the same folder)
             raw = prepare_raw(root, download=not args.synthetic, check_md5=not args.synthetic)
@@ -226,7 +235,8 @@ def side_by_side(args) -> int:
         rows = []
         for i in range(args.repeats):
             for path in args.paths:
-                rows.append(recorded(throughput("bn_gap", path, args.precision, args, out / f"{i}_{path}")))
+                row = throughput("bn_gap", path, args.precision, torch_args, out / f"{i}_{path}")
+                rows.append(recorded(row))
             if not args.torch_only:
                 rows.append(recorded(keras_row(raw, args)))
     lines = summary(rows)
@@ -234,6 +244,7 @@ def side_by_side(args) -> int:
     for ln in lines:
         ln["vs_keras"] = f"{ln['median'] / keras['median']:.2f}x" if keras else "-"
     print_table(lines, "model path precision img/s median vs_keras windows")
+    print(f"batch: bn_gap {args.torch_batch}, Keras {args.batch}")
     return 0
 
 

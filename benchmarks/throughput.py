@@ -14,6 +14,7 @@ command. --synthetic (tiny fake data, a few steps) is a smoke test: it writes on
 
 python benchmarks/throughput.py --models fast_cnn bn_gap --paths a b c e --threads 2
 python benchmarks/throughput.py --paths c e --precision 32-true bf16-mixed
+python benchmarks/throughput.py --models speed_net --paths c --batch 512 --overrides 'model.net.widths=[32,64,64]'
 python benchmarks/throughput.py --tta --seeds 0 1 2
 python benchmarks/throughput.py --accelerator cuda --paths a b c d e
 """
@@ -161,6 +162,7 @@ def throughput(model: str, path: str, precision: str, args, out: Path) -> dict[s
         f"data.batch_size={args.batch}",
     ]
     overrides += [f"trainer.limit_train_batches={n_steps}", *args.device_overrides, *args.data_overrides]
+    overrides += args.overrides
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=overrides, return_hydra_config=True)
     # the config reads ${hydra:runtime.choices...}, as in a train.py run
@@ -192,6 +194,7 @@ def throughput(model: str, path: str, precision: str, args, out: Path) -> dict[s
         "path": path,
         "precision": prec,
         "batch": args.batch,
+        "overrides": " ".join(args.overrides),
         "img_s": round(img_s, 1),
         "windows_img_s": [round(r, 1) for r in rates],
         "compile_s": compile_s,
@@ -307,6 +310,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="of --tta")
     p.add_argument("--target", type=float, default=0.91)
     p.add_argument("--train-overrides", nargs="*", default=[], help="added to every train.py run")
+    p.add_argument(
+        "--overrides", nargs="*", default=[], help="added to every throughput measurement's config"
+    )
     p.add_argument("--accelerator", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--synthetic", action="store_true", help="tiny fake data, a few steps: a smoke test")
     p.add_argument(

@@ -85,6 +85,28 @@ def test_main_writes_results_but_never_synthetic_ones(tmp_path, monkeypatch):
     assert not any(r["synthetic"] for r in rows)
 
 
+def test_overrides_reach_the_measured_config(tmp_path):
+    """--overrides (e.g. a candidate net's widths) are composed into the measured run: the row names them, and
+    the net measured is the one they build."""
+    results = tmp_path / "results.jsonl"
+    args = ["--synthetic", "--models", "speed_net", "--paths", "e", "--results", str(results)]
+    built = []
+    real = throughput.instantiate
+
+    def spy(cfg, *a, **kw):
+        obj = real(cfg, *a, **kw)
+        built.append(obj)
+        return obj
+
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(throughput, "instantiate", spy)
+        assert throughput.main([*args, "--overrides", "model.net.widths=[8,16,16]"]) == 0
+    (row,) = [json.loads(line) for line in results.read_text().splitlines()]
+    assert row["overrides"] == "model.net.widths=[8,16,16]"
+    nets = [o.net for o in built if hasattr(o, "net")]
+    assert nets and all(n.head[-1].in_features == 16 for n in nets)
+
+
 @pytest.mark.parametrize("folder", ["docs", "benchmarks"])
 def test_synthetic_results_are_refused_inside_the_repository(tmp_path, monkeypatch, capsys, folder):
     # a stand-in checkout: were the guard to fail, tmp_path would be written, not the real results
