@@ -13,6 +13,7 @@ epoch whose weights (those validation sees: EMA, TTA) reach --target on the 10k 
 callback (reporting only, never selection; its own cost is inside the later times).
 
     python benchmarks/speedrun.py experiment=speed94 --runs 5
+    python benchmarks/speedrun.py experiment=speed94 --seeds 5 6 7                  (more seeds, same table)
     python benchmarks/speedrun.py experiment=speed95 --runs 5
     python benchmarks/speedrun.py experiment=speed95 --versus experiment=resnet --target 0.95
     python benchmarks/speedrun.py experiment=speed94 --runs 2 trainer=gpu     (CUDA rows)
@@ -120,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         "overrides", nargs="+", help="the recipe, then any train.py override, e.g. experiment=speed94"
     )
     p.add_argument("--runs", type=int, default=5, help="seeds 0..runs-1, one run after the other")
+    p.add_argument("--seeds", nargs="+", type=int, help="these seeds instead of 0..runs-1")
     p.add_argument("--versus", nargs="+", help="a second recipe, timed to --target beside the first")
     p.add_argument("--target", type=float, default=0.95, help="test accuracy of --versus")
     p.add_argument("--synthetic", action="store_true", help="tiny fake data, one epoch: a smoke test")
@@ -164,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 print(f"not both reached {args.target:.1%}: no ratio")
             return 0
-        rows = [record(run(recipe, s, out / f"run_{s}", args), args) for s in range(args.runs)]
+        seeds = args.seeds if args.seeds is not None else range(args.runs)
+        rows = [record(run(recipe, s, out / f"run_{s}", args), args) for s in seeds]
         print_table(rows, "seed precision test_acc val_acc epochs wall_s train_tflops")
         print_table(
             [summary(rows) | {"cpu": rows[0]["cpu"]}],
