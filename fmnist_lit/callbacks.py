@@ -92,7 +92,7 @@ class EMA(EMAWeightAveraging):
     (the raw weights go to `current_model_state`), so `eval.py`/`predict.py` load the averaged net.
     One change to Lightning's callback: outside fitting, loading a checkpoint keeps its `state_dict` (the average).
     The parent would put `current_model_state` (the raw weights) back into the module whenever an averaged model
-    exists, so `trainer.test(ckpt_path=best)` after `fit` would have tested the raw weights.
+    exists, so `trainer.predict(ckpt_path=best)` after `fit` would have used the raw weights.
 
     `warmup=True`: the decay after n updates is min(decay, (1 + n) / (10 + n)) (TensorFlow's
     ExponentialMovingAverage with num_updates). With a fixed decay of 0.999 the random initial weights keep a share

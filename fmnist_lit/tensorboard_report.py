@@ -115,7 +115,8 @@ class TensorBoardReport(L.Callback):
         self._targets: list[torch.Tensor] = []
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # MLflow shows a run's params while it trains (TensorBoard gets them with the final metrics, once the test set is predicted)
+        # MLflow shows a run's params while it trains (TensorBoard gets them with the final metrics, once the test
+        # set is predicted)
         for lg in trainer.loggers:
             if isinstance(lg, MLFlowLogger):
                 lg.log_hyperparams(sweep_hparams(self._hparams))
