@@ -27,10 +27,12 @@ def rows(results):
 def test_torch_only_synthetic_run_gives_a_bn_gap_row(tmp_path):
     results = tmp_path / "results.jsonl"
     args = ("--synthetic", "--torch-only", "--threads", "1", "--results", str(results))
-    proc = run_script(SCRIPT, *args, cwd=tmp_path, timeout=120)
+    # bn_gap at its own batch (--torch-batch), the Keras side keeping the notebook's
+    proc = run_script(SCRIPT, *args, "--torch-batch", "16", cwd=tmp_path, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     (row,) = rows(results)
-    assert (row["model"], row["path"], row["batch"], row["threads"]) == ("bn_gap", "c", 32, 1)
+    assert (row["model"], row["path"], row["batch"], row["threads"]) == ("bn_gap", "c", 16, 1)
+    assert "batch: bn_gap 16, Keras 32" in proc.stdout
     # --synthetic: 2 windows
     assert row["img_s"] > 0 and len(row["windows_img_s"]) == 2 and row["synthetic"]
     # no Keras side measured: no ratio
