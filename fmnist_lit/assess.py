@@ -91,6 +91,8 @@ def log_test_metrics(trainer: L.Trainer, metrics: dict[str, Any]) -> None:
         "test/precision": metrics["test_precision_macro"],
         "test/recall": metrics["test_recall_macro"],
         "test/f1": metrics["test_f1_macro"],
+        # as Lightning adds to what a module logs: after training, the number of epochs run
+        "epoch": trainer.current_epoch,
     }
     if not trainer.is_global_zero:
         return
