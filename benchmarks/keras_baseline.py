@@ -175,9 +175,11 @@ def main(argv: list[str] | None = None) -> int:
     args.torch_batch = args.torch_batch or args.batch
     if min(args.batch, args.torch_batch, args.warmup, args.window, args.windows, args.repeats) < 1:
         p.error("--batch, --torch-batch, --warmup, --window, --windows and --repeats must be >= 1")
-    repo_dirs = [ROOT / "docs", ROOT / "benchmarks"]
-    if args.synthetic and args.results and any(args.results.resolve().is_relative_to(d) for d in repo_dirs):
-        p.error("--synthetic measures fake data: send its --results outside docs/ and benchmarks/")
+    # torch is imported from here on only: the Keras worker above may run in a Python without it
+    from benchmarks.throughput import SYNTHETIC_INTO_REPO, synthetic_into_repo
+
+    if synthetic_into_repo(args, ROOT):
+        p.error(SYNTHETIC_INTO_REPO)
     if not args.torch_only:
         check_keras_python(args.keras_python)
     return side_by_side(args)

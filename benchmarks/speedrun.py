@@ -134,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     recipe, args.extra = args.overrides[:1], args.overrides[1:]
     if args.runs < 1:
         p.error("--runs must be >= 1")
+    if args.seeds is not None and args.versus:
+        p.error("--seeds times one recipe; --versus runs seed 0 of each")
     if args.synthetic and args.results and args.results.resolve().is_relative_to(ROOT):
         p.error("--synthetic measures fake data: send its --results outside the repository")
     if not args.synthetic:

@@ -295,6 +295,18 @@ def print_table(rows: list[dict[str, Any]], cols: str) -> None:
         print("  ".join(s.ljust(w) for s, w in zip(line, widths)))
 
 
+SYNTHETIC_INTO_REPO = "--synthetic measures fake data: send its --results outside docs/ and benchmarks/"
+
+
+def synthetic_into_repo(args, root: Path) -> bool:
+    """True for --synthetic rows aimed at `root`'s docs/ or benchmarks/ (this script's and keras_baseline.py's
+    refusal: fake data never joins the measured results)."""
+    dirs = [root / "docs", root / "benchmarks"]
+    return bool(args.synthetic and args.results) and any(
+        args.results.resolve().is_relative_to(d) for d in dirs
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", nargs="+", default=["mlp", "simple_cnn", "bn_gap", "fast_cnn"])
@@ -327,9 +339,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--accelerator cuda: torch {torch.__version__} sees no CUDA GPU here")
     if min(args.warmup, args.window, args.windows, args.repeats) < 1:
         p.error("--warmup, --window, --windows and --repeats must be >= 1")
-    repo_dirs = [ROOT / "docs", ROOT / "benchmarks"]
-    if args.synthetic and args.results and any(args.results.resolve().is_relative_to(d) for d in repo_dirs):
-        p.error("--synthetic measures fake data: send its --results outside docs/ and benchmarks/")
+    if synthetic_into_repo(args, ROOT):
+        p.error(SYNTHETIC_INTO_REPO)
     if not args.synthetic:
         args.results = args.results or RESULTS
     args.device_overrides = [f"trainer.accelerator={'gpu' if args.accelerator == 'cuda' else 'cpu'}"]

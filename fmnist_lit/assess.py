@@ -85,6 +85,8 @@ def predict_test_set(
 def log_test_metrics(trainer: L.Trainer, metrics: dict[str, Any]) -> None:
     """The test numbers as the loggers' `test/*` scalars (TensorBoard's HParams columns, MLflow, W&B), at the
     last training step; the loggers were finalised by the predict pass, so they are finalised again (flushed)."""
+    if not trainer.is_global_zero:
+        return
     scalars = {
         "test/acc": metrics["test_acc"],
         "test/loss": metrics["test_loss"],
@@ -94,8 +96,6 @@ def log_test_metrics(trainer: L.Trainer, metrics: dict[str, Any]) -> None:
         # as Lightning adds to what a module logs: after training, the number of epochs run
         "epoch": trainer.current_epoch,
     }
-    if not trainer.is_global_zero:
-        return
     for logger in trainer.loggers:
         logger.log_metrics(scalars, step=trainer.global_step)
         logger.finalize("success")
