@@ -146,6 +146,17 @@ def plain_loop(cfg, dm, n_steps: int, precision: str, device: torch.device) -> l
     return times
 
 
+def compose_train(overrides: list[str]):
+    """train.py's config with these overrides, as a run resolves it (without the run's folder)."""
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    # the config reads ${hydra:runtime.choices...}, as in a train.py run
+    HydraConfig().set_config(cfg)
+    with open_dict(cfg):
+        del cfg.hydra
+    return cfg
+
+
 def throughput(model: str, path: str, precision: str, args, out: Path) -> dict[str, Any]:
     """Training images/s of one model on one path: the median of --windows windows after --warmup steps."""
     in_memory, channels_last, comp, plain = (bool(v) for v in PATHS[path])
@@ -162,13 +173,7 @@ def throughput(model: str, path: str, precision: str, args, out: Path) -> dict[s
         f"data.batch_size={args.batch}",
     ]
     overrides += [f"trainer.limit_train_batches={n_steps}", *args.device_overrides, *args.data_overrides]
-    overrides += args.overrides
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=overrides, return_hydra_config=True)
-    # the config reads ${hydra:runtime.choices...}, as in a train.py run
-    HydraConfig().set_config(cfg)
-    with open_dict(cfg):
-        del cfg.hydra
+    cfg = compose_train([*overrides, *args.overrides])
     prec = resolve_precision(precision, cfg.trainer.accelerator)
     L.seed_everything(0, verbose=False)
     dm = instantiate(cfg.data)
