@@ -148,6 +148,10 @@ def plain_loop(cfg, dm, n_steps: int, precision: str, device: torch.device) -> l
 
 def compose_train(overrides: list[str]):
     """train.py's config with these overrides, as a run resolves it (without the run's folder)."""
+    # a net of one's own (README: conf/model/<name>.yaml naming `mynets.Tiny`) imports from the repository root,
+    # as in `python train.py`; a script started from benchmarks/ lacks it on its path
+    if str(ROOT) not in sys.path:
+        sys.path.append(str(ROOT))
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=overrides, return_hydra_config=True)
     # the config reads ${hydra:runtime.choices...}, as in a train.py run

@@ -1,10 +1,16 @@
 """benchmarks/step_profile.py on a tiny batch: its FLOP accounting and its row (a smoke test, not a timing check)."""
 
 import json
+import shutil
+import sys
 
 import pytest
 
-from benchmarks import step_profile
+from benchmarks import step_profile, throughput
+from tests.helpers import ROOT
+from tests.test_own_net import MYNETS, TINY_YAML
+
+TINY = ["--batch", "2", "--steps", "1", "--warmup", "1", "--threads", "1"]
 
 
 @pytest.mark.parametrize(
@@ -13,8 +19,7 @@ from benchmarks import step_profile
 )
 def test_the_layers_account_for_the_step(tmp_path, model, first_input, n_layers):
     results = tmp_path / "results.jsonl"
-    args = ["--model", model, "--batch", "2", "--steps", "1", "--warmup", "1"]
-    assert step_profile.main([*args, "--threads", "1", "--results", str(results)]) == 0
+    assert step_profile.main(["--model", model, *TINY, "--results", str(results)]) == 0
     (row,) = [json.loads(line) for line in results.read_text().splitlines()]
     layers = row["layers"]
     # every nn.Conv2d and nn.Linear, in forward order, on the input the net gives it (speed_net's first conv
@@ -28,3 +33,20 @@ def test_the_layers_account_for_the_step(tmp_path, model, first_input, n_layers)
     assert shares == sorted(shares, reverse=True) and 0 < sum(shares) <= 1
     assert "aten::convolution_backward" in row["ops"]
     assert row["precision"] == "32-true" or row["precision"] == "bf16-mixed"
+
+
+def test_a_net_of_ones_own_is_profiled(tmp_path, monkeypatch):
+    """README's recipe for one's own net (a module at the repository root, conf/model/<name>.yaml naming it) works
+    here as in train.py, though the script starts from benchmarks/."""
+    shutil.copytree(ROOT / "conf", tmp_path / "conf")
+    (tmp_path / "mynets.py").write_text(MYNETS)
+    (tmp_path / "conf" / "model" / "tiny.yaml").write_text(TINY_YAML)
+    monkeypatch.setattr(throughput, "ROOT", tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    results = tmp_path / "results.jsonl"
+    try:
+        assert step_profile.main(["--model", "tiny", *TINY, "--results", str(results)]) == 0
+    finally:
+        sys.modules.pop("mynets", None)
+    (row,) = [json.loads(line) for line in results.read_text().splitlines()]
+    assert row["model"] == "Tiny" and [la["layer"] for la in row["layers"]] == ["body.0", "body.4"]
