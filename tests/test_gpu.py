@@ -1,8 +1,9 @@
 """One CUDA GPU, bf16: train, eval, predict, export, exact resume and the speed recipes on the real data, as a user
 runs them (`make test-gpu`, a few minutes on one GPU). Skipped where torch sees no CUDA GPU.
 
-The speed recipes' figures (test accuracy, wall seconds) are printed and appended to benchmarks/results.jsonl by
-benchmarks/speedrun.py, the command docs/RESULTS.md names for its GPU rows."""
+The speed recipes' figures (test accuracy, wall seconds) are printed here; the rows docs/RESULTS.md reports come
+from `python benchmarks/speedrun.py experiment=<recipe> --runs 5 trainer=gpu`, which appends them to
+benchmarks/results.jsonl."""
 
 import json
 from pathlib import Path
