@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from hydra.errors import HydraException
 from hydra.utils import instantiate
 from torch import nn
 from torch.profiler import ProfilerActivity, profile
@@ -149,7 +150,12 @@ def main(argv: list[str] | None = None) -> int:
         "--overrides", nargs="*", default=[], help="train.py overrides, e.g. 'model.net.widths=[32,64,64]'"
     )
     p.add_argument("--batch", type=int, default=512)
-    p.add_argument("--precision", default="auto", help="32-true, bf16-mixed or auto (train.py's choice here)")
+    p.add_argument(
+        "--precision",
+        default="auto",
+        choices=["auto", "32-true", *AUTOCAST],
+        help="auto: train.py's choice on this machine",
+    )
     p.add_argument("--warmup", type=int, default=3, help="untimed calls before each timing (>= 1)")
     p.add_argument("--steps", type=int, default=5, help="timed calls of each; the median counts")
     p.add_argument("--top", type=int, default=10, help="ops listed")
@@ -164,7 +170,11 @@ def main(argv: list[str] | None = None) -> int:
     # record() reads these
     args.accelerator, args.synthetic = "cpu", False
     torch.manual_seed(0)
-    cfg = compose_train([f"model={args.model}", *args.overrides])
+    try:
+        cfg = compose_train([f"model={args.model}", *args.overrides])
+    except HydraException as e:
+        # an unknown --model or a bad override: Hydra's own message, without the traceback
+        p.error(str(e).splitlines()[0])
     row = record(profile_step(cfg, args), args)
     print()
     print(

@@ -50,3 +50,20 @@ def test_a_net_of_ones_own_is_profiled(tmp_path, monkeypatch):
         sys.modules.pop("mynets", None)
     (row,) = [json.loads(line) for line in results.read_text().splitlines()]
     assert row["model"] == "Tiny" and [la["layer"] for la in row["layers"]] == ["body.0", "body.4"]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--model", "nosuch"], "nosuch"),
+        (["--overrides", "model.nope=1"], "model.nope"),
+        (["--precision", "fp16"], "invalid choice"),
+    ],
+)
+def test_bad_input_is_one_usage_line_and_writes_nothing(tmp_path, capsys, args, message):
+    results = tmp_path / "results.jsonl"
+    with pytest.raises(SystemExit) as e:
+        step_profile.main([*args, *TINY, "--results", str(results)])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and message in err and "Traceback" not in err
+    assert not results.exists()
