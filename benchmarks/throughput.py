@@ -37,6 +37,7 @@ import lightning as L
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import HydraException
 from hydra.utils import instantiate
 from omegaconf import open_dict
 
@@ -352,6 +353,14 @@ def main(argv: list[str] | None = None) -> int:
         p.error(SYNTHETIC_INTO_REPO)
     if not args.synthetic:
         args.results = args.results or RESULTS
+    if not args.tta:
+        # an unknown --models name or a bad --overrides: Hydra's own message before the first measurement, without
+        # the traceback (the 0.2 s compose per model is repeated inside each measurement)
+        for m in args.models:
+            try:
+                compose_train([f"model={m}", *args.overrides])
+            except HydraException as e:
+                p.error(str(e).splitlines()[0])
     args.device_overrides = [f"trainer.accelerator={'gpu' if args.accelerator == 'cuda' else 'cpu'}"]
     args.train_overrides = [*args.device_overrides, *args.train_overrides]
     if args.threads:

@@ -199,3 +199,19 @@ def test_speedrun_on_synthetic_data(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "x sooner than experiment=fast" in proc.stdout
     assert [r["s_to_target"] > 0 for r in map(json.loads, results.read_text().splitlines()[2:])] == [True] * 2
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--models", "bn_gap", "nosuch"], "nosuch"),
+        (["--models", "bn_gap", "--overrides", "model.nope=1"], "model.nope"),
+    ],
+)
+def test_bad_models_or_overrides_are_one_usage_line_before_any_measurement(tmp_path, capsys, args, message):
+    results = tmp_path / "results.jsonl"
+    with pytest.raises(SystemExit) as e:
+        throughput.main([*args, "--paths", "a", "--synthetic", "--results", str(results)])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and message in err and "Traceback" not in err
+    assert not results.exists()
