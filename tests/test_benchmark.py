@@ -171,15 +171,17 @@ def test_speedrun_summary_gives_mean_std_and_minimum():
         {
             "recipe": "experiment=speed94",
             "test_acc": a,
+            "val_acc": v,
             "wall_s": w,
             "train_tflops": 1.5,
             "precision": "32-true",
         }
-        for a, w in [(0.94, 100.0), (0.942, 110.0), (0.938, 120.0)]
+        for a, v, w in [(0.94, 0.946, 100.0), (0.942, 0.944, 110.0), (0.938, None, 120.0)]
     ]
     line = speedrun.summary(rows)
     assert line["n"] == 3 and line["test_acc"] == "0.9400 ± 0.0020" and line["min"] == "0.9380"
-    assert line["wall_s"] == "110 ± 10"
+    # a run without validation is left out of the validation mean, not counted as 0
+    assert line["val_acc"] == "0.9450 ± 0.0014" and line["wall_s"] == "110 ± 10"
 
 
 @pytest.mark.slow
