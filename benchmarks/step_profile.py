@@ -29,13 +29,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from hydra.errors import HydraException
 from hydra.utils import instantiate
 from torch import nn
 from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode
 
-from benchmarks.throughput import RESULTS, compose_train, print_table, record
+from benchmarks.throughput import RESULTS, compose_or_usage, print_table, record
 from fmnist_lit.hardware import resolve_precision
 
 AUTOCAST = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
@@ -170,11 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     # record() reads these
     args.accelerator, args.synthetic = "cpu", False
     torch.manual_seed(0)
-    try:
-        cfg = compose_train([f"model={args.model}", *args.overrides])
-    except HydraException as e:
-        # an unknown --model or a bad override: Hydra's own message, without the traceback
-        p.error(str(e).splitlines()[0])
+    cfg = compose_or_usage(p, [f"model={args.model}", *args.overrides])
     row = record(profile_step(cfg, args), args)
     print()
     print(
