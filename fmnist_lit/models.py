@@ -243,7 +243,8 @@ class Whiten(nn.Module):
 
 class SpeedNet(nn.Module):
     """A net for time to accuracy, after airbench (Keller Jordan's CIFAR-10 speed runs): a whitening stem, then per
-    stage conv3x3 -> 2x2 max-pool -> BN -> GELU -> conv3x3 -> BN -> GELU, global max-pool, a scaled linear head.
+    stage conv3x3 -> 2x2 max-pool -> BN -> GELU, then `depth` - 1 x (conv3x3 -> BN -> GELU) (airbench94: depth 2,
+    airbench96: 3), global max-pool, a scaled linear head.
 
     kernel 2: (B, 1, 28, 28) -whiten-> (B, 8, 27, 27) -stage 1-> (B, w0, 13, 13) -stage 2-> (B, w1, 6, 6)
     -stage 3-> (B, w2, 3, 3) -max-> (B, w2) -> (B, 10). Pooling before BN makes BN and GELU touch 4x fewer
@@ -258,6 +259,7 @@ class SpeedNet(nn.Module):
         whiten: bool,
         dirac: bool,
         head_scale: float,
+        depth: int = 2,
         num_classes: int = 10,
     ):
         super().__init__()
@@ -267,22 +269,19 @@ class SpeedNet(nn.Module):
         self.head_scale = head_scale
         layers: list[nn.Module] = [self.whiten, nn.GELU()]
         c = 2 * whiten_kernel**2
-        for w in widths:
-            conv1, conv2 = (
-                nn.Conv2d(c, w, 3, padding=1, bias=False),
-                nn.Conv2d(w, w, 3, padding=1, bias=False),
+        if depth < 1:
+            raise ValueError(
+                f"depth={depth}: each stage needs its first conv (depth >= 1), e.g. model.net.depth=2"
             )
-            layers += [
-                conv1,
-                nn.MaxPool2d(2),
-                nn.BatchNorm2d(w),
-                nn.GELU(),
-                conv2,
-                nn.BatchNorm2d(w),
-                nn.GELU(),
-            ]
+        for w in widths:
+            convs = [nn.Conv2d(c, w, 3, padding=1, bias=False)]
+            convs += [nn.Conv2d(w, w, 3, padding=1, bias=False) for _ in range(depth - 1)]
+            # the first conv runs at the stage's input resolution, the others after its pooling (4x fewer FLOPs)
+            layers += [convs[0], nn.MaxPool2d(2), nn.BatchNorm2d(w), nn.GELU()]
+            for conv in convs[1:]:
+                layers += [conv, nn.BatchNorm2d(w), nn.GELU()]
             if dirac:
-                for conv in (conv1, conv2):
+                for conv in convs:
                     nn.init.dirac_(conv.weight.data[: conv.in_channels])
             c = w
         self.features = nn.Sequential(*layers)

@@ -6,6 +6,7 @@ import json
 import pytest
 import torch
 from hydra.utils import instantiate
+from torch import nn
 
 from fmnist_lit import batches as B
 from fmnist_lit import optim
@@ -38,6 +39,24 @@ def test_dirac_init_starts_as_identity_on_the_first_channels():
     assert torch.equal(conv.weight[0, 0], ident) and torch.equal(conv.weight[1, 0], torch.zeros(3, 3))
     plain = SpeedNet(widths=[8, 16], whiten_kernel=2, whiten=True, dirac=False, head_scale=1.0)
     assert not torch.equal(plain.features[2].weight[0, 0], ident)
+
+
+def test_depth_adds_convs_after_each_stages_pool():
+    """depth 3 (airbench96's block): one more conv -> BN -> GELU per stage, at the pooled resolution, dirac-started
+    like the others; the output shape does not change."""
+    nets = {
+        d: SpeedNet(widths=[8, 16], whiten_kernel=2, whiten=True, dirac=True, head_scale=1.0, depth=d)
+        for d in (1, 2, 3)
+    }
+    convs = {d: [m for m in net.features if isinstance(m, nn.Conv2d)] for d, net in nets.items()}
+    assert {d: len(c) for d, c in convs.items()} == {1: 2, 2: 4, 3: 6}
+    ident = torch.zeros(3, 3)
+    ident[1, 1] = 1
+    assert all(torch.equal(c.weight[0, 0], ident) for c in convs[3])
+    x = torch.randn(2, 1, 28, 28)
+    assert all(net(x).shape == (2, 10) for net in nets.values())
+    with pytest.raises(ValueError, match="depth=0"):
+        SpeedNet(widths=[8], whiten_kernel=2, whiten=True, dirac=True, head_scale=1.0, depth=0)
 
 
 def test_bias_lr_multiplier_makes_two_groups_that_keep_their_ratio(tmp_path, tiny_root):
