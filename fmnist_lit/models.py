@@ -250,6 +250,7 @@ class SpeedNet(nn.Module):
     -stage 3-> (B, w2, 3, 3) -max-> (B, w2) -> (B, 10). Pooling before BN makes BN and GELU touch 4x fewer
     activations. `dirac`: each 3x3 conv starts as the identity on its first input channels (plus its random init),
     so the deep net starts close to a shallow one. `head_scale` (airbench: 1/9) keeps the initial logits small.
+    `depth` defaults to 2 so that a checkpoint whose saved config predates it rebuilds the same layers.
     """
 
     def __init__(
