@@ -270,9 +270,11 @@ class SpeedNet(nn.Module):
         self.head_scale = head_scale
         layers: list[nn.Module] = [self.whiten, nn.GELU()]
         c = 2 * whiten_kernel**2
-        if depth < 1:
+        # bool is an int in Python: `depth=true` would silently build a 1-conv net
+        if not isinstance(depth, int) or isinstance(depth, bool) or depth < 1:
             raise ValueError(
-                f"depth={depth}: each stage needs its first conv (depth >= 1), e.g. model.net.depth=2"
+                f"depth={depth!r}: convs per stage, a whole number >= 1 (each stage needs its first conv), "
+                "e.g. model.net.depth=2"
             )
         for w in widths:
             convs = [nn.Conv2d(c, w, 3, padding=1, bias=False)]

@@ -53,10 +53,19 @@ def test_depth_adds_convs_after_each_stages_pool():
     ident = torch.zeros(3, 3)
     ident[1, 1] = 1
     assert all(torch.equal(c.weight[0, 0], ident) for c in convs[3])
+    # the input size each conv of the depth-3 net sees: the extra ones run on the stage's pooled maps
+    sizes = []
+    for conv in convs[3]:
+        conv.register_forward_hook(lambda m, inp, out: sizes.append(inp[0].shape[-1]))
     x = torch.randn(2, 1, 28, 28)
     assert all(net(x).shape == (2, 10) for net in nets.values())
-    with pytest.raises(ValueError, match="depth=0"):
-        SpeedNet(widths=[8], whiten_kernel=2, whiten=True, dirac=True, head_scale=1.0, depth=0)
+    assert sizes == [27, 13, 13, 13, 6, 6]
+
+
+@pytest.mark.parametrize("depth", [0, 2.5, "3", True])
+def test_depth_must_be_a_whole_number_of_convs(depth):
+    with pytest.raises(ValueError, match="convs per stage, a whole number >= 1"):
+        SpeedNet(widths=[8], whiten_kernel=2, whiten=True, dirac=True, head_scale=1.0, depth=depth)
 
 
 def test_bias_lr_multiplier_makes_two_groups_that_keep_their_ratio(tmp_path, tiny_root):
