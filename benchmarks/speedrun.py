@@ -10,7 +10,8 @@ of test accuracy, mean wall, the CPU and precision. Every run is printed and app
 --versus <overrides>: side by side in one invocation, on the same machine, the seconds to --target of the first
 recipe and of this one, and their ratio. Seconds to the target: from launch to the end of the first validation
 epoch whose weights (those validation sees: EMA, TTA) reach --target on the 10k test set, tested there by a
-callback (reporting only, never selection; its own cost is inside the later times).
+callback (reporting only, never selection; its own cost is inside the later times). Each row keeps the whole curve
+(test_acc_by_epoch, s_by_epoch), as throughput.py's --tta rows do.
 
     python benchmarks/speedrun.py experiment=speed94 --runs 5
     python benchmarks/speedrun.py experiment=speed94 --seeds 5 6 7                  (more seeds, same table)
@@ -98,6 +99,11 @@ def run(recipe: list[str], seed: int, out: Path, args, target: bool = False) -> 
         epochs = [json.loads(line) for line in (out / "test_at_validation.jsonl").read_text().splitlines()]
         reached = next((e["unix_time"] - t0 for e in epochs if e["test_acc"] >= args.target), None)
         row |= {"target": args.target, "s_to_target": None if reached is None else round(reached, 1)}
+        # the whole curve, so the seconds to any other accuracy can be read from the same run
+        row |= {
+            "test_acc_by_epoch": [round(e["test_acc"], 4) for e in epochs],
+            "s_by_epoch": [round(e["unix_time"] - t0, 1) for e in epochs],
+        }
     return row
 
 
