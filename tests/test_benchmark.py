@@ -184,6 +184,31 @@ def test_speedrun_summary_gives_mean_std_and_minimum():
     assert line["val_acc"] == "0.9450 ± 0.0014" and line["wall_s"] == "110 ± 10"
 
 
+def test_speedrun_versus_ratio_and_the_best_both_reached():
+    from benchmarks import speedrun
+
+    def row(recipe, curve, target):
+        r = {
+            "recipe": recipe,
+            "s_by_epoch": [s for s, _ in curve],
+            "test_acc_by_epoch": [a for _, a in curve],
+        }
+        return r | {"s_to_target": speedrun.seconds_to(r, target)}
+
+    fast = [(100.0, 0.93), (200.0, 0.948)]
+    slow = [(300.0, 0.94), (900.0, 0.949), (1200.0, 0.951)]
+    # both reach the target: the ratio of their first times there
+    rows = [row("a", fast, 0.94), row("b", slow, 0.94)]
+    assert rows[0]["s_to_target"] == 200.0 and rows[1]["s_to_target"] == 300.0
+    assert speedrun.versus_line(rows, 0.94) == "a reaches 94.0% 1.50x sooner than b"
+    # one never does: no ratio at the target, but one at 94.8%, the lower of the two best accuracies
+    rows = [row("a", fast, 0.95), row("b", slow, 0.95)]
+    assert rows[0]["s_to_target"] is None
+    line = speedrun.versus_line(rows, 0.95)
+    assert line.startswith("not both reached 95.0%: no ratio; both reached 94.80%")
+    assert line.endswith("a 4.50x sooner (200 s against 900 s)")
+
+
 @pytest.mark.slow
 def test_speedrun_on_synthetic_data(tmp_path):
     results = tmp_path / "results.jsonl"
