@@ -115,15 +115,16 @@ def seconds_to(row: dict[str, Any], acc: float) -> float | None:
 def versus_line(rows: list[dict[str, Any]], target: float) -> str:
     """The side-by-side verdict: the ratio of seconds to `target`, or, where one recipe never reached it, the
     ratio at the best accuracy both reached (the lower of their best), so the comparison still says something."""
-    (a, b), names = (r["s_to_target"] for r in rows), [r["recipe"] for r in rows]
-    if a and b:
-        return f"{names[0]} reaches {target:.1%} {b / a:.2f}x sooner than {names[1]}"
-    common = min(max(r["test_acc_by_epoch"], default=0.0) for r in rows)
+    first, second = (r["recipe"] for r in rows)
+    s1, s2 = (r["s_to_target"] for r in rows)
+    if s1 is not None and s2 is not None:
+        return f"{first} reaches {target:.1%} {s2 / s1:.2f}x sooner than {second}"
     line = f"not both reached {target:.1%}: no ratio"
-    a, b = (seconds_to(r, common) for r in rows)
-    if common > 0 and a and b:
-        line += f"; both reached {common:.2%} (the lower of their best): {names[0]} {b / a:.2f}x sooner"
-        line += f" ({a:.0f} s against {b:.0f} s)"
+    common = min(max(r["test_acc_by_epoch"], default=0.0) for r in rows)
+    if common > 0:
+        s1, s2 = (seconds_to(r, common) for r in rows)
+        line += f"; both reached {common:.2%} (the lower of their best): {first} {s2 / s1:.2f}x sooner"
+        line += f" ({s1:.0f} s against {s2:.0f} s)"
     return line
 
 
