@@ -248,11 +248,15 @@ def test_runs_started_together_into_a_typed_folder_one_runs_the_others_are_refus
     done = [p for p in procs if p.returncode == 0]
     refused = [p for p in procs if p.returncode == 2]
     assert len(done) == 1 and len(refused) == 3, [p.stderr[-2000:] for p in procs]
+    # a process that starts after the winner has finished (a slow start on a loaded machine) meets its
+    # metrics.json instead of its claim: refused as well, in the same one line
+    either = [
+        f"error: hydra.run.dir={run_dir} is another run's (it holds .hydra): choose a new hydra.run.dir",
+        f"error: {run_dir / 'metrics.json'} already exists: choose a new hydra.run.dir",
+    ]
     for proc in refused:
         lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-        assert lines == [
-            f"error: hydra.run.dir={run_dir} is another run's (it holds .hydra): choose a new hydra.run.dir"
-        ]
+        assert len(lines) == 1 and lines[0] in either, proc.stderr[-2000:]
     log = (run_dir / "train.log").read_text()
     assert log.count("run folder: ") == 1 and (run_dir / "metrics.json").is_file()
 
