@@ -351,3 +351,48 @@ def test_tta_val_compares_flip_tta_on_the_validation_split(ema_run, tmp_path):
     assert len(got) == 2 and all(g[1:3] == cells for g in got), proc.stdout
     assert [float(x) for x in got[0][4:6]] == pytest.approx([float(logged[loss]), plain_loss], abs=1e-4)
     assert "TTA gain over 2 checkpoints" in proc.stdout
+
+
+def test_ensemble_val_scores_the_mean_of_the_members_softmax(ema_run, tmp_path):
+    """scripts/ensemble_val.py: each member's row is the run's own val/acc of that epoch, the ensemble's row the
+    accuracy of the mean of their softmax outputs, computed here; a checkpoint of a run with another validation
+    split is refused in one error line (exit 2) and the others are still scored."""
+    run_dir, _ = ema_run
+    ckpts = [run_dir / "checkpoints" / "every_epoch" / f"epoch00{e}.ckpt" for e in (1, 2)]
+    # a copy of the run whose config carves another validation split
+    other = tmp_path / "other_split"
+    (other / "checkpoints").mkdir(parents=True)
+    cfg = OmegaConf.load(run_dir / "config.yaml")
+    cfg.data.split_seed = 1
+    OmegaConf.save(cfg, other / "config.yaml")
+    (other / "checkpoints" / "last.ckpt").write_bytes(ckpts[1].read_bytes())
+    proc = run_script(
+        "scripts/ensemble_val.py",
+        *map(str, ckpts),
+        str(other / "checkpoints" / "last.ckpt"),
+        env={"PYTHONPATH": str(ROOT)},
+    )
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "validation split differs" in errors[0] and "Traceback" not in proc.stderr
+    rows = [r.split(",") for r in (run_dir / "csv" / "metrics.csv").read_text().splitlines()]
+    ep, acc = rows[0].index("epoch"), rows[0].index("val/acc")
+    logged = {int(r[ep]): float(r[acc]) for r in rows[1:] if r[acc]}
+    cfg = OmegaConf.load(run_dir / "config.yaml")
+    dm = instantiate(cfg.data)
+    dm.setup()
+    probs = []
+    for c in ckpts:
+        model = instantiate(cfg.model)
+        model.load_state_dict(torch.load(c, map_location="cpu", weights_only=True)["state_dict"])
+        with torch.no_grad():
+            probs.append(model.eval().eval_logits(B.normalize_uint8(dm.val_x)).softmax(1))
+    ensemble = float(((probs[0] + probs[1]).argmax(1) == dm.val_y).float().mean())
+    cells = {
+        r.strip("| ").split(" | ")[0]: r.strip("| ").split(" | ")[1] for r in proc.stdout.splitlines()[2:]
+    }
+    assert cells == {
+        f"`{ckpts[0]}`": f"{logged[1]:.2%}",
+        f"`{ckpts[1]}`": f"{logged[2]:.2%}",
+        "ensemble of the 2": f"{ensemble:.2%}",
+    }, proc.stdout
