@@ -42,20 +42,22 @@ def main() -> None:
     # Lightning's advertisements
     quiet_third_party()
     print("| checkpoint | val acc |\n|---|---|")
-    members, labels, split, failed = [], None, None, 0
+    # labels and split indices of the first checkpoint scored: every later one must have the same split
+    members, labels, split, first, failed = [], None, None, None, 0
     for c in args.ckpts:
         try:
             probs, y, idx = val_probs(c)
             if split is not None and not torch.equal(idx, split):
                 raise UserError(
-                    f"{c}: its run's validation split differs from {args.ckpts[0]}'s (data.split_seed)"
+                    f"{c}: its run's validation split differs from {first}'s (data.split_seed, data.val_size)"
                 )
         # not a train.py checkpoint, no validation split, another split: one error line, the rest still run
         except UserError as e:
             print(f"error: {e}", file=sys.stderr)
             failed += 1
             continue
-        labels, split = y, idx
+        if split is None:
+            labels, split, first = y, idx, c
         members.append(probs)
         print(f"| `{c}` | {(probs.argmax(1) == y).float().mean().item():.2%} |")
     if len(members) > 1:
