@@ -190,7 +190,10 @@ def check_targets(cfg: DictConfig, where: str) -> DictConfig:
 def run_dir_of(ckpt_path: str | Path) -> Path:
     """`<run>/checkpoints/x.ckpt`, or `<run>/checkpoints/every_epoch/x.ckpt` (callbacks=every_epoch) -> `<run>`."""
     parents = Path(ckpt_path).resolve().parents
-    return parents[2] if parents[1].name == "checkpoints" else parents[1]
+    if len(parents) > 2 and parents[1].name == "checkpoints":
+        return parents[2]
+    # a file at or next to the filesystem root has fewer parents: its folder, where no config.yaml is found
+    return parents[min(1, len(parents) - 1)]
 
 
 def run_config(ckpt_path: str | Path) -> tuple[Path, DictConfig]:

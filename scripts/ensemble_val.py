@@ -25,8 +25,10 @@ from fmnist_lit.utils import UserError
 
 def val_probs(ckpt: Path) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(softmax outputs (N, 10) on the validation split, its labels (N,), the split's indices into the 60k)."""
+    # the file first: a missing one is named as such, not as a run without its config
+    weights = read_checkpoint(ckpt)
     _, cfg = run_config(ckpt)
-    model = load_model(cfg, read_checkpoint(ckpt), ckpt)
+    model = load_model(cfg, weights, ckpt)
     dm = instantiate(cfg.data)
     dm.setup("fit")
     if len(dm.val_x) == 0:

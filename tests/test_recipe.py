@@ -366,15 +366,24 @@ def test_ensemble_val_scores_the_mean_of_the_members_softmax(ema_run, tmp_path):
     cfg.data.split_seed = 1
     OmegaConf.save(cfg, other / "config.yaml")
     (other / "checkpoints" / "last.ckpt").write_bytes(ckpts[1].read_bytes())
+    missing = tmp_path / "missing.ckpt"
     proc = run_script(
         "scripts/ensemble_val.py",
+        str(missing),
         *map(str, ckpts),
         str(other / "checkpoints" / "last.ckpt"),
         env={"PYTHONPATH": str(ROOT)},
     )
     assert proc.returncode == 2, proc.stderr[-3000:]
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1 and "validation split differs" in errors[0] and "Traceback" not in proc.stderr
+    assert errors == [
+        f"error: ckpt_path={missing}: no such file",
+        (
+            f"error: {other / 'checkpoints' / 'last.ckpt'}: its run's validation split differs from {ckpts[0]}'s "
+            "(data.split_seed, data.val_size)"
+        ),
+    ], proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
     rows = [r.split(",") for r in (run_dir / "csv" / "metrics.csv").read_text().splitlines()]
     ep, acc = rows[0].index("epoch"), rows[0].index("val/acc")
     logged = {int(r[ep]): float(r[acc]) for r in rows[1:] if r[acc]}
@@ -388,9 +397,7 @@ def test_ensemble_val_scores_the_mean_of_the_members_softmax(ema_run, tmp_path):
         with torch.no_grad():
             probs.append(model.eval().eval_logits(B.normalize_uint8(dm.val_x)).softmax(1))
     ensemble = float(((probs[0] + probs[1]).argmax(1) == dm.val_y).float().mean())
-    cells = {
-        r.strip("| ").split(" | ")[0]: r.strip("| ").split(" | ")[1] for r in proc.stdout.splitlines()[2:]
-    }
+    cells = dict(r.strip("| ").split(" | ") for r in proc.stdout.splitlines()[2:])
     assert cells == {
         f"`{ckpts[0]}`": f"{logged[1]:.2%}",
         f"`{ckpts[1]}`": f"{logged[2]:.2%}",

@@ -114,3 +114,16 @@ def test_the_run_folder_is_the_first_line(tmp_path, tiny_root):
     log = (run / "train.log").read_text().splitlines()
     first = next(line for line in log if "fmnist_lit" in line)
     assert f"run folder: {run}" in first and "command: python" in log[1]
+
+
+def test_a_checkpoint_next_to_the_filesystem_root_is_a_user_error():
+    """A file with fewer parent folders than `<run>/checkpoints/x.ckpt` (e.g. `model.ckpt` in `/`) stands for the
+    folder it is in, where no config.yaml is: one UserError line, not an IndexError."""
+    from fmnist_lit.checkpoint import run_config, run_dir_of
+    from fmnist_lit.utils import UserError
+
+    assert run_dir_of("/model.ckpt") == Path("/")
+    assert run_dir_of("/run/checkpoints/x.ckpt") == Path("/run")
+    assert run_dir_of("/run/checkpoints/every_epoch/x.ckpt") == Path("/run")
+    with pytest.raises(UserError, match="no /config.yaml"):
+        run_config("/model.ckpt")
