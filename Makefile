@@ -28,7 +28,7 @@ system-data:
 
 # decompress + md5-verify into $(DATA_ROOT)/FashionMNIST/raw (or download)
 data: setup system-data
-	$(PY) -m fmnist_lit.data --root $(DATA_ROOT)
+	$(PY) -m fmnist_lit.fashion_mnist --root $(DATA_ROOT)
 
 train: data
 	$(PY) train.py $(ARGS)

@@ -204,7 +204,7 @@ def side_by_side(args) -> int:
     # torch, Lightning and Hydra here only: the Keras worker above may run in a Python without them
     from benchmarks.throughput import RESULTS, SYNTHETIC, print_table, record, summary, throughput
     from fmnist_lit.cli import fail, set_threads
-    from fmnist_lit.data import prepare_raw
+    from fmnist_lit.fashion_mnist import prepare_raw
     from fmnist_lit.synthetic import write_tiny_root
     from fmnist_lit.utils import UserError
 

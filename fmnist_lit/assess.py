@@ -26,7 +26,7 @@ from torchmetrics.functional.classification import (
 
 from fmnist_lit import robustness
 from fmnist_lit.calibration import calibrate
-from fmnist_lit.data import CLASSES
+from fmnist_lit.fashion_mnist import CLASSES
 from fmnist_lit.hardware import device_description
 from fmnist_lit.models import count_params, plain_net
 from fmnist_lit.report import classification_report, write_report

@@ -33,7 +33,7 @@ from fmnist_lit.batches import MEAN, STD, normalize_uint8
 from fmnist_lit.calibration import stored_temperature
 from fmnist_lit.checkpoint import build_from_run, load_model, locate, read_checkpoint, run_config
 from fmnist_lit.cli import exit_on_user_error, set_threads
-from fmnist_lit.data import CLASSES
+from fmnist_lit.fashion_mnist import CLASSES
 from fmnist_lit.predictor import PRODUCER, onnx_runner, scaled
 from fmnist_lit.utils import UserError
 

@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 
 from fmnist_lit.arguments import predict_args
-from fmnist_lit.data import CLASSES
+from fmnist_lit.fashion_mnist import CLASSES
 from fmnist_lit.photo import to_fmnist
 from fmnist_lit.plots import RIGHT, WRONG, image_grid, save
 from fmnist_lit.predictor import load_predictor

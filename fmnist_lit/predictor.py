@@ -16,7 +16,7 @@ import torch
 from fmnist_lit.batches import normalize_uint8
 from fmnist_lit.calibration import stored_temperature
 from fmnist_lit.checkpoint import load_model, locate, read_checkpoint, run_config
-from fmnist_lit.data import CLASSES
+from fmnist_lit.fashion_mnist import CLASSES
 from fmnist_lit.utils import UserError
 
 # the `producer` metadata of a model file export.py wrote

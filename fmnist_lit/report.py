@@ -31,7 +31,7 @@ from torchmetrics.functional.classification import (
 
 from fmnist_lit import plots
 from fmnist_lit.calibration import apply_temperature, reliability
-from fmnist_lit.data import CLASSES
+from fmnist_lit.fashion_mnist import CLASSES
 from fmnist_lit.models import count_params, plain_net
 from fmnist_lit.report_page import report_markdown, report_page, tested_epoch
 from fmnist_lit.utils import write_json

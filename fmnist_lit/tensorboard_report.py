@@ -23,7 +23,8 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from fmnist_lit import plots
 from fmnist_lit.arguments import CONF_DIR
-from fmnist_lit.data import CLASSES, ImageSet
+from fmnist_lit.data import ImageSet
+from fmnist_lit.fashion_mnist import CLASSES
 from fmnist_lit.loggers import hparams_summaries, run_overrides, tb_tag, trial_name, varying_overrides
 
 log = logging.getLogger(__name__)

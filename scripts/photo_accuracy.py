@@ -22,7 +22,7 @@ from PIL import Image, ImageOps
 from fmnist_lit import photo
 from fmnist_lit.batches import normalize_uint8
 from fmnist_lit.checkpoint import load_model, read_checkpoint, run_config
-from fmnist_lit.data import CLASSES, load_split
+from fmnist_lit.fashion_mnist import CLASSES, load_split
 from fmnist_lit.hardware import cpu_name
 from fmnist_lit.plots import RIGHT, WRONG, image_grid
 from fmnist_lit.predict import predict

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter
 
-from fmnist_lit.data import CLASSES
+from fmnist_lit.fashion_mnist import CLASSES
 
 # name -> file suffix; `original` is the 28x28 image itself, the reference the others are compared with
 VARIANTS = {
@@ -148,7 +148,7 @@ def write_set(
 
 
 def main(argv: list[str] | None = None) -> int:
-    from fmnist_lit.data import load_split
+    from fmnist_lit.fashion_mnist import load_split
 
     ap = argparse.ArgumentParser(
         description="Write product-photo-like files made from Fashion-MNIST test images."

@@ -5,8 +5,9 @@ import pytest
 import torch
 
 from fmnist_lit import batches as B
-from fmnist_lit import data as D
+from fmnist_lit import fashion_mnist as D
 from fmnist_lit.csv_data import CSVFormatError, read_csv, write_csv
+from fmnist_lit.data import _PILDataset
 from fmnist_lit.synthetic import make_images
 from tests.helpers import make_datamodule
 
@@ -164,7 +165,7 @@ def test_augment_translation_is_a_shift():
 def test_pil_path_matches_in_memory_path(tiny_root, tmp_path):
     dm = make_datamodule(tiny_root, tmp_path)
     dm.setup()
-    img, _ = D._PILDataset(dm.test_x, dm.test_y)[3]
+    img, _ = _PILDataset(dm.test_x, dm.test_y)[3]
     assert torch.allclose(img, B.normalize_uint8(dm.test_x[3:4])[0], atol=1e-6)
 
 
@@ -263,7 +264,7 @@ def test_csv_datamodule(tmp_path):
 
 def test_the_data_source_is_logged_once(tmp_path, tiny_root, caplog, monkeypatch):
     """A run says where its data is and where it came from (a mistyped data.root gets a fresh copy: visible)."""
-    caplog.set_level("INFO", logger="fmnist_lit.data")
+    caplog.set_level("INFO", logger="fmnist_lit.fashion_mnist")
     monkeypatch.setattr(D, "_SAID", set())
     for _ in range(3):
         D.prepare_raw(tiny_root, download=False, check_md5=False)

@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from fmnist_lit import export as ex
-from fmnist_lit.data import CLASSES
+from fmnist_lit.fashion_mnist import CLASSES
 from fmnist_lit.predict import predict
 from fmnist_lit.predictor import PRODUCER, onnx_runner
 from fmnist_lit.synthetic import make_images

@@ -24,11 +24,11 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from PIL import Image
 
-from fmnist_lit import data as data_mod
+from fmnist_lit import fashion_mnist as data_mod
 from fmnist_lit.callbacks import NonFiniteLossError
 from fmnist_lit.cli import CONF_DIR, hydra_error_line
 from fmnist_lit.csv_data import CSVFormatError, read_csv, write_csv
-from fmnist_lit.data import DatasetError, prepare_raw
+from fmnist_lit.fashion_mnist import DatasetError, prepare_raw
 from fmnist_lit.leaderboard import find_jobs, write_leaderboard
 from fmnist_lit.optim import one_cycle_pct_start
 from fmnist_lit.photo import to_fmnist
@@ -205,7 +205,7 @@ def test_read_only_root_for_real(tmp_path, monkeypatch):
 DISK_FULL = """
 import errno, os, shutil
 from pathlib import Path
-import fmnist_lit.data as d
+import fmnist_lit.fashion_mnist as d
 d.SYSTEM_DIR = Path(os.environ["FAULT_SYSTEM_DIR"])
 def full(src, dst, *a):
     raise OSError(errno.ENOSPC, "No space left on device", dst.name)

@@ -162,7 +162,7 @@ def test_photo_set_is_deterministic_and_complete(tmp_path):
 
 @pytest.fixture(scope="module")
 def real_test_images():
-    from fmnist_lit import data as D
+    from fmnist_lit import fashion_mnist as D
     from tests.helpers import ROOT
 
     if not all((ROOT / "data" / "FashionMNIST" / "raw" / n).exists() for n in D.MD5):

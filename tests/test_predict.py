@@ -11,7 +11,7 @@ from PIL import Image
 from fmnist_lit.batches import normalize_uint8
 from fmnist_lit.calibration import stored_temperature
 from fmnist_lit.checkpoint import load_model, read_checkpoint, run_config
-from fmnist_lit.data import CLASSES
+from fmnist_lit.fashion_mnist import CLASSES
 from fmnist_lit.photo import to_fmnist
 from fmnist_lit.predict import main, predict
 from fmnist_lit.predictor import load_predictor
@@ -161,7 +161,7 @@ def test_predict_refuses_onnx_files_not_from_export_py(tmp_path):
 def test_photo_like_set_accuracy_on_real_data(tmp_path):
     """experiment=fast on the real data (~40 s on 1 thread), then 200 test images as white JPEGs and RGBA cut-outs:
     within 5 points of the 28x28 originals (predict.py before the dataset's conversion: 38% on white JPEGs)."""
-    from fmnist_lit import data as D
+    from fmnist_lit import fashion_mnist as D
 
     from photo_set import write_set
 

@@ -4,7 +4,8 @@ import os
 
 import pytest
 
-from fmnist_lit import data as D
+from fmnist_lit import fashion_mnist as D
+from fmnist_lit.batches import MEAN, STD
 from fmnist_lit.train import run
 from tests.helpers import ROOT, compose_cfg
 
@@ -32,7 +33,7 @@ def test_real_files_are_official(real_root):
 def test_train_mean_std_constants(real_root):
     x, _ = D.load_split(real_root, train=True)
     xf = x.float() / 255
-    assert abs(xf.mean().item() - D.MEAN) < 5e-4 and abs(xf.std().item() - D.STD) < 5e-4
+    assert abs(xf.mean().item() - MEAN) < 5e-4 and abs(xf.std().item() - STD) < 5e-4
 
 
 def test_short_real_run_beats_chance(tmp_path, real_root):
