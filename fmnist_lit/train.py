@@ -62,9 +62,12 @@ def cut_short(trainer_cfg: DictConfig) -> dict[str, Any]:
     return {k: trainer_cfg[k] for k in keys if active(k, trainer_cfg.get(k))}
 
 
+# what a run makes in its folder that another run must never overwrite (checkpoints/ early, metrics.json last)
+RUN_OUTPUTS = ("metrics.json", "checkpoints")
+
+
 def check_run_folder(out: Path) -> None:
-    for existing in ("metrics.json", "checkpoints"):
-        # never overwrite what an earlier run made
+    for existing in RUN_OUTPUTS:
         if (out / existing).exists():
             raise UserError(f"{out / existing} already exists: choose a new hydra.run.dir")
 

@@ -19,6 +19,7 @@ from omegaconf import DictConfig
 
 from fmnist_lit.cli import CONF_DIR, CheckBeforeWriting
 from fmnist_lit.run_folder import claim, release_unused_sweep
+from fmnist_lit.train import RUN_OUTPUTS
 from fmnist_lit.utils import UserError
 from fmnist_lit.validate import check_train_config
 from tests.helpers import ROOT, TINY, compose_cfg, compose_with_hydra, run_script
@@ -248,11 +249,11 @@ def test_runs_started_together_into_a_typed_folder_one_runs_the_others_are_refus
     done = [p for p in procs if p.returncode == 0]
     refused = [p for p in procs if p.returncode == 2]
     assert len(done) == 1 and len(refused) == 3, [p.stderr[-2000:] for p in procs]
-    # a process that starts after the winner has finished (a slow start on a loaded machine) meets its
-    # metrics.json instead of its claim: refused as well, in the same one line
+    # a process that starts late (a slow start on a loaded machine) meets the winner's checkpoints/ or, once it
+    # has finished, its metrics.json before its claim: refused as well, in the same one line
     either = [
         f"error: hydra.run.dir={run_dir} is another run's (it holds .hydra): choose a new hydra.run.dir",
-        f"error: {run_dir / 'metrics.json'} already exists: choose a new hydra.run.dir",
+        *(f"error: {run_dir / made} already exists: choose a new hydra.run.dir" for made in RUN_OUTPUTS),
     ]
     for proc in refused:
         lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
