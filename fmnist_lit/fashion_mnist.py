@@ -204,11 +204,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--root", default="data")
     p.add_argument("--no-download", action="store_true", help="fail instead of trying torchvision's download")
     a = p.parse_args(argv)
+    # imported here: the package's data path stays free of Hydra
+    from fmnist_lit.cli import fail
+
     try:
         raw = prepare_raw(a.root, download=not a.no_download)
     except DatasetError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        fail(str(e))
     print(f"Fashion-MNIST ready and verified (md5) in {raw}")
     return 0
 

@@ -63,6 +63,18 @@ def test_missing_file_gives_both_fixes(tmp_path, monkeypatch):
     assert "apt-get install dataset-fashion-mnist" in str(e.value) and "data.download=true" in str(e.value)
 
 
+def test_make_data_refusal_is_one_error_line_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    """`make data`'s command (`python -m fmnist_lit.fashion_mnist`) with no source: exit 2, one `error:` line."""
+    monkeypatch.setattr(D, "SYSTEM_DIR", tmp_path / "nowhere")
+    with pytest.raises(SystemExit) as e:
+        D.main(["--root", str(tmp_path / "root"), "--no-download"])
+    err = capsys.readouterr().err.strip()
+    assert (
+        e.value.code == 2 and err.startswith("error: Fashion-MNIST files missing under") and "\n" not in err
+    )
+    assert not (tmp_path / "root").exists()
+
+
 def test_partial_data_rejected(tiny_root, tmp_path, monkeypatch):
     """Three of four files present and no other source: an error, never training on partial data."""
     monkeypatch.setattr(D, "SYSTEM_DIR", tmp_path / "nowhere")

@@ -24,7 +24,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from PIL import Image
 
-from fmnist_lit import fashion_mnist as data_mod
+from fmnist_lit import fashion_mnist
 from fmnist_lit.callbacks import NonFiniteLossError
 from fmnist_lit.cli import CONF_DIR, hydra_error_line
 from fmnist_lit.csv_data import CSVFormatError, read_csv, write_csv
@@ -164,13 +164,13 @@ def test_raw_file_is_a_directory(tmp_path):
     ],
 )
 def test_decompressing_into_an_unwritable_root(tmp_path, monkeypatch, err, message):
-    monkeypatch.setattr(data_mod, "SYSTEM_DIR", _gz_copy(tmp_path))
+    monkeypatch.setattr(fashion_mnist, "SYSTEM_DIR", _gz_copy(tmp_path))
 
     # the first write fails as the OS would
     def fail(src, dst, *a):
         raise OSError(err, os.strerror(err), dst.name)
 
-    monkeypatch.setattr(data_mod.shutil, "copyfileobj", fail)
+    monkeypatch.setattr(fashion_mnist.shutil, "copyfileobj", fail)
     with pytest.raises(DatasetError, match=message) as e:
         prepare_raw(tmp_path / "root", download=False, check_md5=False)
     assert "\n" not in str(e.value)
@@ -195,7 +195,7 @@ def test_unreadable_root(tmp_path, monkeypatch):
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads and writes whatever the permissions say")
 def test_read_only_root_for_real(tmp_path, monkeypatch):
-    monkeypatch.setattr(data_mod, "SYSTEM_DIR", _gz_copy(tmp_path))
+    monkeypatch.setattr(fashion_mnist, "SYSTEM_DIR", _gz_copy(tmp_path))
     (tmp_path / "ro").mkdir(mode=0o555)
     with pytest.raises(DatasetError, match="Permission denied"):
         prepare_raw(tmp_path / "ro", download=False, check_md5=False)
